@@ -1,1 +1,122 @@
-fn main() {}
+//! `ocellus`: the trainer CLI. Takes the same manifests a user would `kubectl apply`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ocellus_trainer::backbone::Registry;
+use ocellus_trainer::preprocess::{Preprocess, open_image};
+use ocellus_trainer::{Error, Result, device};
+use tch::Kind;
+
+#[derive(Parser)]
+#[command(name = "ocellus", version, about = "Image AutoML: the Ocellus trainer and local runner")]
+struct Cli {
+    /// Directory with one folder per backbone (model.pt + manifest.json).
+    #[arg(long, global = true, env = "OCELLUS_BACKBONES", default_value = "backbones")]
+    backbones: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check manifests (Datasets, Experiments) exactly as the API server would.
+    Validate {
+        /// YAML files, each with one or more documents.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Inspect the backbone directory.
+    #[command(subcommand)]
+    Backbone(BackboneCommand),
+    /// Show what libtorch can use on this machine.
+    Info,
+}
+
+#[derive(Subcommand)]
+enum BackboneCommand {
+    /// List the backbones found in the backbone directory.
+    List,
+    /// Classify images with a backbone's pretrained ImageNet head: a check that it is really pretrained.
+    Classify {
+        /// Backbone name, for example efficientnet_lite0.
+        name: String,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to print per image.
+        #[arg(long, default_value_t = 5)]
+        top: i64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let registry = Registry::new(&cli.backbones);
+    match cli.command {
+        Command::Validate { files } => validate(&files),
+        Command::Backbone(BackboneCommand::List) => list(&registry),
+        Command::Backbone(BackboneCommand::Classify { name, images, top }) => {
+            classify(&registry, &name, &images, top)
+        }
+        Command::Info => {
+            println!("{}", device::describe());
+            Ok(())
+        }
+    }
+}
+
+fn validate(files: &[PathBuf]) -> Result<()> {
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(Error::io(file))?;
+        let manifests = ocellus_crds::parse_manifests(&text)
+            .map_err(|error| Error::bad_input(format!("{}: {error}", file.display())))?;
+        for manifest in manifests {
+            println!("{}: {} {} is valid", file.display(), manifest.kind(), manifest.name());
+        }
+    }
+    Ok(())
+}
+
+fn list(registry: &Registry) -> Result<()> {
+    let names = registry.available();
+    if names.is_empty() {
+        println!("no backbones in {} (run `make backbones`)", registry.root().display());
+    }
+    for name in names {
+        let manifest = registry.manifest(&name)?;
+        println!(
+            "{name}: input {}px, {} features, {} ({})",
+            manifest.input_size, manifest.feature_dim, manifest.source, manifest.license
+        );
+    }
+    Ok(())
+}
+
+fn classify(registry: &Registry, name: &str, images: &[PathBuf], top: i64) -> Result<()> {
+    let backbone = registry.load(name, device::best_device())?;
+    let preprocess = Preprocess::from(&backbone.manifest);
+    for path in images {
+        let input = preprocess.tensor(&open_image(path)?).unsqueeze(0);
+        let logits = backbone.classifier_logits(&backbone.features(&input)?)?;
+        let probabilities = logits.softmax(-1, Kind::Float).squeeze_dim(0);
+        let (values, indices) = probabilities.topk(top.min(probabilities.size()[0]), 0, true, true);
+        let ranked: Vec<String> = Vec::<f32>::try_from(&values)?
+            .iter()
+            .zip(Vec::<i64>::try_from(&indices)?)
+            .map(|(p, class)| format!("class {class} ({p:.3})"))
+            .collect();
+        println!("{}: {}", path.display(), ranked.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Backbones: a TorchScript feature extractor plus a manifest, one folder per backbone.
+//!
+//! ```text
+//! BACKBONES/efficientnet_lite0/model.pt        forward(x[N,3,H,W]) -> features[N,D]
+//! BACKBONES/efficientnet_lite0/manifest.json   name, inputSize, resize, mean, std, featureDim, ...
+//! ```
+//! The format is documented in docs/backbones.md.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tch::{CModule, Device, Tensor};
+
+use crate::{Error, Result};
+
+/// What a backbone folder says about its model.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackboneManifest {
+    pub name: String,
+    /// Version of this manifest format.
+    pub format: u32,
+    /// Side of the square input the network was trained at.
+    pub input_size: i64,
+    pub resize: Resize,
+    /// Per-channel mean and standard deviation on RGB scaled to [0, 1].
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Length of the pooled feature vector `forward` returns.
+    pub feature_dim: i64,
+    /// The pretrained classification head, when the model keeps one.
+    #[serde(default)]
+    pub classifier: Option<Classifier>,
+    pub source: String,
+    pub license: String,
+    /// sha256 of model.pt, checked on load when present.
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+}
+
+/// How an image becomes the network's input: shorter side to `shorterSide`, then a centre crop.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Resize {
+    pub shorter_side: u32,
+    pub center_crop: u32,
+}
+
+/// A TorchScript method mapping features to class logits.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Classifier {
+    pub method: String,
+    pub classes: i64,
+}
+
+/// A directory of backbones.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Names of the folders that hold a manifest, sorted.
+    pub fn available(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return vec![] };
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().join("manifest.json").is_file())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn folder(&self, name: &str) -> Result<PathBuf> {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(Error::bad_input(format!(
+                "{name:?} is not a backbone name: use lower-case letters, digits and '_'"
+            )));
+        }
+        let folder = self.root.join(name);
+        if folder.join("manifest.json").is_file() {
+            return Ok(folder);
+        }
+        let available = self.available();
+        let available = if available.is_empty() { "none".to_owned() } else { available.join(", ") };
+        Err(Error::bad_input(format!(
+            "backbone {name:?} is not in {} (available: {available}). Put its folder \
+             (model.pt + manifest.json, see docs/backbones.md) there, point --backbones at a \
+             directory that has it, or run `make backbones` for the test backbone efficientnet_lite0",
+            self.root.display()
+        )))
+    }
+
+    pub fn manifest(&self, name: &str) -> Result<BackboneManifest> {
+        let path = self.folder(name)?.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+        let manifest: BackboneManifest = serde_json::from_str(&text).map_err(|error| {
+            Error::bad_input(format!("{}: not a backbone manifest: {error}", path.display()))
+        })?;
+        if manifest.name != name {
+            return Err(Error::bad_input(format!(
+                "{}: names backbone {:?} but lives in folder {name:?}; rename one of them",
+                path.display(),
+                manifest.name
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// Loads a backbone in inference mode on `device`, checking model.pt against its manifest.
+    pub fn load(&self, name: &str, device: Device) -> Result<Backbone> {
+        let manifest = self.manifest(name)?;
+        let model_path = self.folder(name)?.join("model.pt");
+        if let Some(expected) = &manifest.model_sha256 {
+            let actual = sha256_file(&model_path)?;
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(Error::bad_input(format!(
+                    "{}: sha256 {actual} does not match the manifest's {expected}; the file is \
+                     damaged or from another export: export the backbone again",
+                    model_path.display()
+                )));
+            }
+        }
+        let mut module = CModule::load_on_device(&model_path, device)?;
+        module.set_eval();
+        Ok(Backbone { manifest, module, model_path, device })
+    }
+}
+
+/// sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).map_err(Error::io(path))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A loaded backbone, ready for inference.
+pub struct Backbone {
+    pub manifest: BackboneManifest,
+    module: CModule,
+    model_path: PathBuf,
+    device: Device,
+}
+
+impl Backbone {
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Pooled features `[N, featureDim]` of a normalised batch `[N, 3, H, W]`.
+    pub fn features(&self, batch: &Tensor) -> Result<Tensor> {
+        let features = tch::no_grad(|| self.module.forward_ts(&[batch.to_device(self.device)]))?;
+        let expected = [batch.size()[0], self.manifest.feature_dim];
+        if features.size() != expected {
+            return Err(Error::bad_input(format!(
+                "{}: returned features of shape {:?}, the manifest promises {expected:?}",
+                self.model_path.display(),
+                features.size()
+            )));
+        }
+        Ok(features)
+    }
+
+    /// Logits of the pretrained classification head for `features`.
+    pub fn classifier_logits(&self, features: &Tensor) -> Result<Tensor> {
+        let Some(classifier) = &self.manifest.classifier else {
+            return Err(Error::bad_input(format!(
+                "backbone {} has no pretrained classifier in its manifest",
+                self.manifest.name
+            )));
+        };
+        Ok(tch::no_grad(|| self.module.method_ts(&classifier.method, &[features.shallow_clone()]))?)
+    }
+}
