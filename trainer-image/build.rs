@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     if let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(std::path::PathBuf::from) {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+        println!("cargo:rustc-env=OCELLUS_LIBTORCH_LIB={}", lib.display());
         if lib.join("libtorch_cuda.so").exists() {
             println!("cargo:rustc-link-arg=-ltorch_cuda");
         }

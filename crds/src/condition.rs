@@ -186,7 +186,11 @@ mod tests {
     #[test]
     fn new_condition_is_added_with_the_current_time() {
         let mut conditions = vec![];
-        assert!(set_condition(&mut conditions, running(ConditionStatus::True, "Training", "epoch 1"), at(10)));
+        assert!(set_condition(
+            &mut conditions,
+            running(ConditionStatus::True, "Training", "epoch 1"),
+            at(10)
+        ));
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].status, "True");
         assert_eq!(conditions[0].last_transition_time, at(10));
@@ -196,7 +200,11 @@ mod tests {
     fn same_status_keeps_the_transition_time_but_takes_the_new_message() {
         let mut conditions = vec![];
         set_condition(&mut conditions, running(ConditionStatus::True, "Training", "epoch 1"), at(10));
-        assert!(set_condition(&mut conditions, running(ConditionStatus::True, "Training", "epoch 2"), at(20)));
+        assert!(set_condition(
+            &mut conditions,
+            running(ConditionStatus::True, "Training", "epoch 2"),
+            at(20)
+        ));
         assert_eq!(conditions[0].last_transition_time, at(10));
         assert_eq!(conditions[0].message, "epoch 2");
     }
@@ -206,7 +214,11 @@ mod tests {
         let mut conditions = vec![];
         set_condition(&mut conditions, running(ConditionStatus::True, "Training", "epoch 1"), at(10));
         let before = conditions.clone();
-        assert!(!set_condition(&mut conditions, running(ConditionStatus::True, "Training", "epoch 1"), at(99)));
+        assert!(!set_condition(
+            &mut conditions,
+            running(ConditionStatus::True, "Training", "epoch 1"),
+            at(99)
+        ));
         assert_eq!(conditions, before);
     }
 
@@ -258,9 +270,21 @@ mod tests {
     fn every_declared_reason_is_valid_for_the_api_server() {
         use reasons::*;
         for reason in [
-            IMPORTING, IMPORTED, BAD_INPUT, SOURCE_UNREACHABLE, WAITING_FOR_DATASET, INVALID_SPEC,
-            TRAINING, UNSCHEDULABLE, IMAGE_PULL_BACK_OFF, OOM_KILLED, EVICTED, DEADLINE_EXCEEDED,
-            SUSPENDED_BY_USER, SUCCEEDED, FAILED,
+            IMPORTING,
+            IMPORTED,
+            BAD_INPUT,
+            SOURCE_UNREACHABLE,
+            WAITING_FOR_DATASET,
+            INVALID_SPEC,
+            TRAINING,
+            UNSCHEDULABLE,
+            IMAGE_PULL_BACK_OFF,
+            OOM_KILLED,
+            EVICTED,
+            DEADLINE_EXCEEDED,
+            SUSPENDED_BY_USER,
+            SUCCEEDED,
+            FAILED,
         ] {
             assert!(is_valid_reason(reason), "{reason}");
         }

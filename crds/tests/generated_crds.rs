@@ -4,10 +4,7 @@
 use serde_json::Value;
 
 fn crds() -> Vec<(&'static str, Value)> {
-    ocellus_crds::crds()
-        .into_iter()
-        .map(|(file, crd)| (file, serde_json::to_value(crd).unwrap()))
-        .collect()
+    ocellus_crds::crds().into_iter().map(|(file, crd)| (file, serde_json::to_value(crd).unwrap())).collect()
 }
 
 fn schema_of(crd: &Value) -> &Value {
@@ -111,8 +108,7 @@ fn list_maps_have_required_scalar_keys() {
         }
         let keys = node["x-kubernetes-list-map-keys"].as_array()?;
         let items = &node["items"];
-        let required: Vec<&str> =
-            items["required"].as_array()?.iter().filter_map(Value::as_str).collect();
+        let required: Vec<&str> = items["required"].as_array()?.iter().filter_map(Value::as_str).collect();
         keys.iter().filter_map(Value::as_str).find_map(|key| {
             let scalar = matches!(items["properties"][key]["type"].as_str(), Some("string" | "integer"));
             let needed = required.contains(&key) || items["properties"][key].get("default").is_some();
@@ -184,7 +180,9 @@ fn every_default_validates_against_its_own_schema() {
     });
     let mut checked = 0;
     for (_, crd) in crds() {
-        walk(schema_of(&crd), String::new(), &mut |_, node| checked += node.get("default").is_some() as usize);
+        walk(schema_of(&crd), String::new(), &mut |_, node| {
+            checked += node.get("default").is_some() as usize
+        });
     }
     assert!(found.is_empty(), "{found:#?}");
     assert!(checked >= 15, "expected the documented defaults, found {checked}");

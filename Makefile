@@ -1,0 +1,71 @@
+# Ocellus: everything a fresh machine needs is set up by these targets.
+#   make demo   set up, build, and run what exists end to end on real data
+#   make test   set up and run every test
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := $(CURDIR)/.venv
+PYTHON    := $(VENV)/bin/python
+BACKBONES := $(CURDIR)/backbones
+LITE0     := $(BACKBONES)/efficientnet_lite0/manifest.json
+OCELLUS   := $(CURDIR)/target/debug/ocellus
+
+# tch builds against the virtualenv's PyTorch (torch-sys runs `python` when VIRTUAL_ENV is set).
+export VIRTUAL_ENV       := $(VENV)
+export PATH              := $(VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+export OCELLUS_BACKBONES ?= $(BACKBONES)
+export CARGO_TERM_COLOR  ?= never
+
+.PHONY: help setup venv backbones build crds test test-cuda demo lint clean
+
+help:
+	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
+	@echo "make test       set up and run every test"
+	@echo "make backbones  convert the pretrained test backbone into backbones/"
+	@echo "make crds       regenerate crds/*.yaml from the Rust types"
+	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
+
+setup: venv backbones
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: trainer-image/requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r trainer-image/requirements.txt
+	touch $@
+
+backbones: $(LITE0)
+
+$(LITE0): $(VENV)/.installed trainer-image/convert_efficientnet_lite0.py
+	$(PYTHON) trainer-image/convert_efficientnet_lite0.py --out $(BACKBONES)/efficientnet_lite0 --testdata $(CURDIR)/testdata
+
+build: venv
+	cargo build --workspace --all-targets
+
+crds:
+	cargo run --quiet -p ocellus-crds --bin crdgen
+
+test: setup
+	cargo test --workspace
+
+test-cuda: setup
+	cargo test -p ocellus-trainer --features cuda-tests
+
+demo: setup
+	cargo build --quiet -p ocellus-trainer --bin ocellus
+	@echo "== libtorch on this machine"
+	$(OCELLUS) info
+	@echo "== the example manifests, checked as the API server would"
+	$(OCELLUS) validate examples/*.yaml
+	@echo "== the pretrained test backbone, classifying real photos (ImageNet 281-285 are cats, 967 is espresso)"
+	$(OCELLUS) backbone list
+	$(OCELLUS) backbone classify efficientnet_lite0 testdata/chelsea.png testdata/coffee.png
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV) $(BACKBONES) testdata
