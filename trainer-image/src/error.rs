@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Exit code for input that can never work (bad manifest, bad data): a Job fails at once
 /// instead of retrying. Same value as `EX_DATAERR` in sysexits.h.
 pub const EXIT_BAD_INPUT: i32 = 65;
+/// Exit code when a source (S3, HTTP, volume) cannot be reached: worth a retry, and the
+/// operator reports it as `SourceUnreachable`. Same value as `EX_UNAVAILABLE`.
+pub const EXIT_SOURCE_UNREACHABLE: i32 = 69;
 /// Exit code for everything else (I/O, out of memory, bugs): worth a retry.
 pub const EXIT_FAILURE: i32 = 1;
 
@@ -15,6 +18,9 @@ pub enum Error {
     /// Input that no retry can fix; the message says what to change.
     #[error("{0}")]
     BadInput(String),
+    /// A source that could not be reached or read (network, credentials service, timeouts).
+    #[error("{0}")]
+    SourceUnreachable(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -36,6 +42,10 @@ impl Error {
         Self::BadInput(message.into())
     }
 
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self::SourceUnreachable(message.into())
+    }
+
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { path, source }
@@ -45,6 +55,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::BadInput(_) | Self::Image { .. } => EXIT_BAD_INPUT,
+            Self::SourceUnreachable(_) => EXIT_SOURCE_UNREACHABLE,
             Self::Io { .. } | Self::Torch(_) => EXIT_FAILURE,
         }
     }

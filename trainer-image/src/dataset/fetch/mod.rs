@@ -1,0 +1,1 @@
+//! Fetching sources and images: HTTP(S) and S3.

@@ -1,0 +1,32 @@
+//! The raw table a layout yields, before column types are inferred.
+
+use std::path::PathBuf;
+
+/// Rows of strings with named columns, as read from a CSV or derived from class folders.
+/// `None` is a missing value (an empty CSV cell).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawTable {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl RawTable {
+    /// Index of a column by exact name.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
+
+/// What a layout detector found under an extracted source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetectedLayout {
+    /// The layout that applies (never `Auto`).
+    pub format: ocellus_crds::dataset::DatasetFormat,
+    pub table: RawTable,
+    /// Directory that relative image paths in `table` are relative to.
+    pub base_dir: PathBuf,
+    /// Columns the layout knows hold images (`image` for class folders, the path/URL columns of a CSV).
+    pub image_columns: Vec<String>,
+    /// The label column the layout itself defines (`label` for class folders).
+    pub label_column: Option<String>,
+}
