@@ -17,7 +17,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export OCELLUS_BACKBONES ?= $(BACKBONES)
 export CARGO_TERM_COLOR  ?= never
 
-.PHONY: help setup venv backbones build crds test test-cuda demo lint clean
+.PHONY: help setup venv backbones build crds test test-cuda demo lint clean bench bench-import
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
@@ -25,6 +25,7 @@ help:
 	@echo "make backbones  convert the pretrained test backbone into backbones/"
 	@echo "make crds       regenerate crds/*.yaml from the Rust types"
 	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
+	@echo "make bench      every benchmark (release build; see BENCHMARKS.md)"
 
 setup: venv backbones
 
@@ -61,6 +62,12 @@ demo: setup
 	@echo "== the pretrained test backbone, classifying real photos (ImageNet 281-285 are cats, 967 is espresso)"
 	$(OCELLUS) backbone list
 	$(OCELLUS) backbone classify efficientnet_lite0 testdata/chelsea.png testdata/coffee.png
+
+bench: bench-import
+
+bench-import: setup
+	cargo build --release -p ocellus-trainer --bin ocellus
+	bash bench/import.sh
 
 lint:
 	cargo fmt --all --check

@@ -2,5 +2,9 @@
 
 pub mod archive;
 pub mod fetch;
+pub mod images;
 pub mod layout;
+pub mod normalized;
+pub mod profile;
+pub mod split;
 pub mod table;
