@@ -9,6 +9,8 @@ PYTHON    := $(VENV)/bin/python
 BACKBONES := $(CURDIR)/backbones
 LITE0     := $(BACKBONES)/efficientnet_lite0/manifest.json
 OCELLUS   := $(CURDIR)/target/debug/ocellus
+TOOLS     := $(CURDIR)/.tools
+S3S_FS    := $(TOOLS)/bin/s3s-fs
 
 # tch builds against the virtualenv's PyTorch (torch-sys runs `python` when VIRTUAL_ENV is set).
 export VIRTUAL_ENV       := $(VENV)
@@ -16,14 +18,17 @@ export PATH              := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 export OCELLUS_BACKBONES ?= $(BACKBONES)
 export CARGO_TERM_COLOR  ?= never
+# The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
+export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv backbones build crds test test-cuda demo lint clean bench bench-import
+.PHONY: help setup venv backbones tools build crds test test-cuda demo lint clean bench bench-import
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
 	@echo "make test       set up and run every test"
 	@echo "make backbones  convert the pretrained test backbone into backbones/"
 	@echo "make crds       regenerate crds/*.yaml from the Rust types"
+	@echo "make tools      install the test tools (s3s-fs) into .tools/"
 	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
 	@echo "make bench      every benchmark (release build; see BENCHMARKS.md)"
 
@@ -41,13 +46,20 @@ backbones: $(LITE0)
 $(LITE0): $(VENV)/.installed trainer-image/convert_efficientnet_lite0.py
 	$(PYTHON) trainer-image/convert_efficientnet_lite0.py --out $(BACKBONES)/efficientnet_lite0 --testdata $(CURDIR)/testdata
 
+tools: $(S3S_FS)
+
+# The S3-compatible server of the fetch tests. Pinned: 0.17 needs rustc 1.96, 0.14.1 needs 1.92.
+# Built in cargo's own temporary target dir, never a shared CARGO_TARGET_DIR.
+$(S3S_FS):
+	env -u CARGO_TARGET_DIR cargo install s3s-fs@0.14.1 --features binary --locked --root $(TOOLS)
+
 build: venv
 	cargo build --workspace --all-targets
 
 crds:
 	cargo run --quiet -p ocellus-crds --bin crdgen
 
-test: setup
+test: setup tools
 	cargo test --workspace
 
 test-cuda: setup
@@ -75,4 +87,4 @@ lint:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(BACKBONES) testdata
+	rm -rf $(VENV) $(BACKBONES) testdata $(TOOLS)

@@ -1,0 +1,209 @@
+//! Objects in S3 or an S3-compatible store (MinIO, Ceph, s3s…), read with aws-sdk-s3.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::error::{ConnectorError, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use ocellus_crds::dataset::S3Source;
+
+use super::{PartialFile, innermost_cause, parent_dir, persist};
+use crate::{Error, Result};
+
+/// Region when neither the source nor the environment names one.
+const FALLBACK_REGION: &str = "us-east-1";
+// The SDK's defaults have no read timeout (its stalled-stream protection covers bodies, not
+// waiting for an answer), so a store that accepts a connection and never answers would hang
+// the import; the connect timeout is above its 3.1 s for stores behind slow load balancers.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An access key pair, instead of the AWS default credential chain.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"** redacted **")
+            .finish()
+    }
+}
+
+/// Bucket and key of an `s3://bucket/key` URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Location {
+    pub fn parse(uri: &str) -> Result<Self> {
+        let invalid = || {
+            Error::bad_input(format!(
+                "spec.source.s3.uri {uri:?} is not of the form s3://bucket/key; fix the URI"
+            ))
+        };
+        let (bucket, key) =
+            uri.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).ok_or_else(invalid)?;
+        if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
+            return Err(invalid());
+        }
+        Ok(Self { bucket: bucket.to_owned(), key: key.to_owned() })
+    }
+}
+
+/// Downloads the object `source.uri` to `dest` (temporary file in the same directory, then
+/// renamed) and returns its size. Without `credentials` the AWS default credential chain
+/// applies (environment, profile, web identity, IMDS…). With `source.endpoint` set,
+/// path-style addressing is on unless `forcePathStyle` says otherwise.
+pub async fn download_object(
+    source: &S3Source,
+    credentials: Option<&S3Credentials>,
+    dest: &Path,
+) -> Result<u64> {
+    let location = S3Location::parse(&source.uri)?;
+    let client = client_for(source, credentials).await;
+    let output = client
+        .get_object()
+        .bucket(&location.bucket)
+        .key(&location.key)
+        .send()
+        .await
+        .map_err(|e| get_object_error(source, e))?;
+    let mut body = output.body;
+    let mut partial = PartialFile::create_in(parent_dir(dest))?;
+    while let Some(chunk) = body.try_next().await.map_err(|e| {
+        Error::unreachable(format!("reading {} broke off: {}; retry later", source.uri, innermost_cause(&e)))
+    })? {
+        partial.write(&chunk).await?;
+    }
+    let (file, bytes) = partial.finish().await?;
+    persist(file, dest)?;
+    Ok(bytes)
+}
+
+async fn client_for(source: &S3Source, credentials: Option<&S3Credentials>) -> aws_sdk_s3::Client {
+    let region = RegionProviderChain::first_try(source.region.clone().map(Region::new))
+        .or_default_provider()
+        .or_else(Region::from_static(FALLBACK_REGION));
+    let timeouts =
+        TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region).timeout_config(timeouts);
+    if let Some(credentials) = credentials {
+        // Given credentials replace the default chain entirely, so nothing probes IMDS.
+        loader = loader.credentials_provider(Credentials::new(
+            &credentials.access_key_id,
+            &credentials.secret_access_key,
+            None,
+            None,
+            "ocellus",
+        ));
+    }
+    if let Some(endpoint) = &source.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let shared = loader.load().await;
+    let path_style = source.force_path_style.unwrap_or(source.endpoint.is_some());
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style).build(),
+    )
+}
+
+fn get_object_error(source: &S3Source, error: SdkError<GetObjectError>) -> Error {
+    let uri = &source.uri;
+    match &error {
+        SdkError::ServiceError(context) => {
+            service_error(uri, context.err().code(), context.raw().status().as_u16())
+        }
+        SdkError::TimeoutError(_) => Error::unreachable(format!(
+            "reading {uri} from {} timed out; check the network, or retry later",
+            store_name(source)
+        )),
+        SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
+            Some(connector) => connector_error(source, connector),
+            None => Error::unreachable(format!("cannot reach {} for {uri}; retry later", store_name(source))),
+        },
+        SdkError::ConstructionFailure(_) => Error::bad_input(format!(
+            "cannot build a request for {uri}: {}; check spec.source.s3",
+            innermost_cause(&error)
+        )),
+        _ => Error::unreachable(format!("reading {uri} failed: {}; retry later", innermost_cause(&error))),
+    }
+}
+
+fn service_error(uri: &str, code: Option<&str>, status: u16) -> Error {
+    match (code, status) {
+        (Some("NoSuchKey" | "NoSuchBucket"), _) | (None, 404) => {
+            Error::bad_input(format!("{uri} does not exist; check spec.source.s3.uri"))
+        }
+        (Some(code @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")), _) => {
+            Error::bad_input(format!(
+                "credentials were rejected for {uri} ({code}); check the Secret named in credentialsSecretRef \
+                 or the AWS_* environment, and that it may read the object"
+            ))
+        }
+        (None, 401 | 403) => Error::bad_input(format!(
+            "credentials were rejected for {uri} (HTTP {status}); check the Secret named in \
+             credentialsSecretRef or the AWS_* environment, and that it may read the object"
+        )),
+        (code, 429 | 500..) => Error::unreachable(format!(
+            "the store answered {} for {uri}; retry later",
+            code.map_or_else(|| format!("HTTP {status}"), str::to_owned)
+        )),
+        (code, _) => Error::bad_input(format!(
+            "reading {uri} failed with {} (HTTP {status}); check spec.source.s3",
+            code.unwrap_or("an unknown error")
+        )),
+    }
+}
+
+fn connector_error(source: &S3Source, error: &ConnectorError) -> Error {
+    let uri = &source.uri;
+    let store = store_name(source);
+    if let Some(credentials) = credentials_error(error) {
+        return match credentials {
+            CredentialsError::CredentialsNotLoaded(_) => Error::bad_input(format!(
+                "no AWS credentials were found for {uri}; set credentialsSecretRef, the AWS_* environment \
+                 or a service account role"
+            )),
+            _ => Error::unreachable(format!(
+                "cannot load AWS credentials for {uri}: {}; retry later",
+                innermost_cause(credentials)
+            )),
+        };
+    }
+    if error.is_timeout() {
+        return Error::unreachable(format!("connecting to {store} for {uri} timed out; retry later"));
+    }
+    Error::unreachable(format!(
+        "cannot connect to {store} for {uri}: {}; check spec.source.s3.endpoint and the network, or retry later",
+        innermost_cause(error)
+    ))
+}
+
+/// Credential-chain failures surface as dispatch failures, wrapped by the SDK.
+fn credentials_error(error: &ConnectorError) -> Option<&CredentialsError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(credentials) = current.downcast_ref::<CredentialsError>() {
+            return Some(credentials);
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// The endpoint for messages, without user info or query; AWS S3 when none is set.
+fn store_name(source: &S3Source) -> String {
+    source.endpoint.as_deref().map_or_else(|| "S3".to_owned(), super::http::redact)
+}

@@ -1,0 +1,4 @@
+//! Real servers for the integration tests, started on 127.0.0.1 and stopped on drop.
+
+pub mod http_server;
+pub mod s3s;
