@@ -53,6 +53,9 @@ tools: $(S3S_FS)
 $(S3S_FS):
 	env -u CARGO_TARGET_DIR cargo install s3s-fs@0.14.1 --features binary --locked --root $(TOOLS)
 
+testdata/photos: $(VENV)/.installed trainer-image/make_demo_photos.py
+	$(PYTHON) trainer-image/make_demo_photos.py $@
+
 build: venv
 	cargo build --workspace --all-targets
 
@@ -65,12 +68,15 @@ test: setup tools
 test-cuda: setup
 	cargo test -p ocellus-trainer --features cuda-tests
 
-demo: setup
+demo: setup testdata/photos
 	cargo build --quiet -p ocellus-trainer --bin ocellus
 	@echo "== libtorch on this machine"
 	$(OCELLUS) info
 	@echo "== the example manifests, checked as the API server would"
-	$(OCELLUS) validate examples/*.yaml
+	$(OCELLUS) validate examples/*.yaml examples/local/*.yaml
+	@echo "== a real dataset (scikit-image's photos in class folders) imported and split 75/25"
+	$(OCELLUS) dataset import examples/local/photos.yaml --out out/datasets
+	@head -c 600 out/datasets/photos/profile.json; echo
 	@echo "== the pretrained test backbone, classifying real photos (ImageNet 281-285 are cats, 967 is espresso)"
 	$(OCELLUS) backbone list
 	$(OCELLUS) backbone classify efficientnet_lite0 testdata/chelsea.png testdata/coffee.png

@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod fetch;
 pub mod images;
+pub mod import;
 pub mod layout;
 pub mod normalized;
 pub mod profile;

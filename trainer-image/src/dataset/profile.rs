@@ -60,7 +60,8 @@ pub fn profile_rows(meta: &DatasetMeta, rows: &[Map<String, Value>], bad_images:
         .map(|column| ColumnProfile {
             name: column.name.clone(),
             type_: column.type_,
-            missing: rows.iter().filter(|row| row.get(&column.name).is_none_or(Value::is_null)).count() as i64,
+            missing: rows.iter().filter(|row| row.get(&column.name).is_none_or(Value::is_null)).count()
+                as i64,
         })
         .collect();
     let classes = meta

@@ -1,7 +1,8 @@
 //! Deterministic splits: `percent` of the rows to `First`, the rest to `Rest`.
 //!
 //! Each row gets a pseudo-random key from (seed, row index); rows are ordered by key within
-//! each stratum and the first `round(n * percent / 100)` of every stratum go to `First`.
+//! each stratum. `First` gets `round(n * percent / 100)` rows in all, shared between strata in
+//! proportion to their sizes (largest remainders get the rounding), each taking its lowest keys.
 //! The two parts of one (parent, percent, seed, stratifyBy) are therefore disjoint and
 //! together exactly the parent, whichever Dataset is imported first.
 
@@ -15,17 +16,33 @@ pub fn split_indices(strata: &[Option<&str>], percent: i32, seed: i64) -> (Vec<u
     for (index, stratum) in strata.iter().enumerate() {
         groups.entry(*stratum).or_default().push(index);
     }
+    let percent = percent.clamp(0, 100) as usize;
+    let sizes: Vec<usize> = groups.values().map(Vec::len).collect();
+    let quotas = proportional_quotas(&sizes, (strata.len() * percent + 50) / 100);
     let mut first = Vec::new();
     let mut rest = Vec::new();
-    for mut members in groups.into_values() {
+    for (mut members, take) in groups.into_values().zip(quotas) {
         members.sort_by_key(|&index| mix(seed as u64 ^ mix(index as u64)));
-        let take = (members.len() * percent.clamp(0, 100) as usize + 50) / 100;
         first.extend_from_slice(&members[..take]);
         rest.extend_from_slice(&members[take..]);
     }
     first.sort_unstable();
     rest.sort_unstable();
     (first, rest)
+}
+
+/// Shares `total` between groups in proportion to their sizes, by largest remainder
+/// (ties to the earlier group), so the shares add up to exactly `total`.
+fn proportional_quotas(sizes: &[usize], total: usize) -> Vec<usize> {
+    let all: usize = sizes.iter().sum::<usize>().max(1);
+    let mut quotas: Vec<usize> = sizes.iter().map(|&size| size * total / all).collect();
+    let mut by_remainder: Vec<usize> = (0..sizes.len()).collect();
+    by_remainder.sort_by_key(|&i| std::cmp::Reverse((sizes[i] * total) % all));
+    let missing = total - quotas.iter().sum::<usize>();
+    for &i in by_remainder.iter().take(missing) {
+        quotas[i] += 1;
+    }
+    quotas
 }
 
 /// The indices of one part.
@@ -69,10 +86,8 @@ mod tests {
             all.sort_unstable();
             prop_assert_eq!(all, (0..labels.len()).collect::<Vec<_>>());
             prop_assert_eq!(part_indices(&strata, percent, seed, SplitPart::First), first.clone());
-            if !stratify {
-                let expected = (labels.len() * percent as usize + 50) / 100;
-                prop_assert_eq!(first.len(), expected);
-            }
+            let expected = (labels.len() * percent as usize + 50) / 100;
+            prop_assert_eq!(first.len(), expected);
         }
     }
 
@@ -90,6 +105,9 @@ mod tests {
         let (first, _) = split_indices(&strata, 75, 9);
         let rare = first.iter().filter(|&&i| i % 10 == 0).count();
         assert_eq!(rare, 75, "75% of the 100 rare rows");
+        let uneven: Vec<Option<&str>> = (0..40).map(|i| Some(if i % 4 == 0 { "rare" } else { "common" })).collect();
+        let (uneven_first, _) = split_indices(&uneven, 75, 3);
+        assert_eq!(uneven_first.len(), 30, "round(40 * 75%) in all, not the sum of rounded strata");
         assert_eq!(first.len(), 750);
     }
 }

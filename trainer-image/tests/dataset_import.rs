@@ -1,0 +1,334 @@
+//! Import end to end from local paths: every layout, the profile, the bad-image policies,
+//! splits, and that a failed import never leaves or damages a normalized copy.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ocellus_crds::dataset::{ColumnType, DatasetStatus};
+use ocellus_crds::{Dataset, Manifest};
+use ocellus_trainer::dataset::import::{ImportContext, import};
+use ocellus_trainer::dataset::normalized::NormalizedDataset;
+use ocellus_trainer::error::EXIT_BAD_INPUT;
+use serde_json::Value;
+
+fn png(color: [u8; 3]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::RgbImage::from_pixel(6, 4, image::Rgb(color))
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .unwrap();
+    bytes
+}
+
+fn jpeg(color: [u8; 3]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::RgbImage::from_pixel(8, 8, image::Rgb(color))
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+        .unwrap();
+    bytes
+}
+
+/// A zip with one folder per class: 3 cats, 2 dogs, all in a top folder `pets/`.
+fn class_folders_zip(dir: &Path) -> PathBuf {
+    let path = dir.join("pets.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    for (name, bytes) in [
+        ("pets/cat/1.png", png([200, 0, 0])),
+        ("pets/cat/2.png", png([201, 0, 0])),
+        ("pets/cat/3.jpg", jpeg([202, 0, 0])),
+        ("pets/dog/1.png", png([0, 0, 200])),
+        ("pets/dog/2.png", png([0, 0, 201])),
+    ] {
+        zip.start_file(name, options).unwrap();
+        zip.write_all(&bytes).unwrap();
+    }
+    zip.finish().unwrap();
+    path
+}
+
+/// A tar.gz with images and a CSV of relative paths plus numeric, categorical and text columns.
+fn archive_with_csv(dir: &Path, csv_extra_row: &str) -> PathBuf {
+    let path = dir.join("cars.tar.gz");
+    let encoder = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), Default::default());
+    let mut tar = tar::Builder::new(encoder);
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes).unwrap();
+    };
+    for i in 0..4u8 {
+        add(&format!("photos/car{i}.png"), &png([i * 50, 100, 100]));
+    }
+    let csv = format!(
+        "photo,Price,Make,Description\n\
+         photos/car0.png,10000,ford,a clean one owner car\n\
+         photos/car1.png,12500.5,audi,needs new tires soon\n\
+         photos/car2.png,,ford,garage kept since new\n\
+         photos/car3.png,9000,bmw,runs and drives well\n{csv_extra_row}"
+    );
+    add("cars.csv", csv.as_bytes());
+    tar.into_inner().unwrap().finish().unwrap();
+    path
+}
+
+fn dataset(name: &str, spec: &str) -> Dataset {
+    let yaml =
+        format!("apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: {name}}}\nspec:\n{spec}");
+    match ocellus_crds::parse_manifests(&yaml).unwrap().remove(0) {
+        Manifest::Dataset(d) => *d,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn context(dir: &Path) -> ImportContext {
+    ImportContext {
+        manifest_dir: dir.to_owned(),
+        volumes_root: dir.join("volumes"),
+        datasets_root: dir.join("datasets"),
+        work_dir: dir.join("work"),
+        cache_dir: dir.join("cache"),
+    }
+}
+
+fn column_type(profile: &DatasetStatus, name: &str) -> ColumnType {
+    profile.columns.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no column {name}")).type_
+}
+
+#[test]
+fn class_folders_import_with_labels_classes_and_a_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    class_folders_zip(dir.path());
+    let profile = import(&dataset("pets", "  source: {path: pets.zip}\n"), &context(dir.path())).unwrap();
+    assert_eq!(profile.rows, Some(5));
+    assert_eq!(profile.image_columns, ["image"]);
+    assert_eq!(column_type(&profile, "image"), ColumnType::Image);
+    assert_eq!(column_type(&profile, "label"), ColumnType::Categorical);
+    let classes: Vec<_> = profile.classes.iter().map(|c| (c.name.as_str(), c.count)).collect();
+    assert_eq!(classes, [("cat", 3), ("dog", 2)]);
+    assert_eq!(profile.bad_images, Some(0));
+    assert!(profile.digest.as_deref().unwrap().starts_with("sha256:"));
+
+    let copy = dir.path().join("datasets/pets");
+    let on_disk: DatasetStatus =
+        serde_json::from_str(&std::fs::read_to_string(copy.join("profile.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, profile, "profile.json is exactly the status shape");
+    let rows = NormalizedDataset::open(&copy).unwrap().rows().unwrap();
+    for row in &rows {
+        let image = row["image"].as_str().unwrap();
+        assert!(copy.join(image).is_file(), "{image}");
+        image::open(copy.join(image)).expect("stored images stay decodable");
+    }
+}
+
+#[test]
+fn an_archive_with_a_csv_keeps_every_column_with_inferred_types() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with_csv(dir.path(), "");
+    let profile = import(&dataset("cars", "  source: {path: cars.tar.gz}\n"), &context(dir.path())).unwrap();
+    assert_eq!(profile.rows, Some(4));
+    assert_eq!(profile.image_columns, ["photo"]);
+    assert_eq!(column_type(&profile, "Price"), ColumnType::Numeric);
+    assert_eq!(column_type(&profile, "Make"), ColumnType::Categorical);
+    assert_eq!(column_type(&profile, "Description"), ColumnType::Text);
+    assert_eq!(profile.columns.iter().find(|c| c.name == "Price").unwrap().missing, 1);
+    let rows = NormalizedDataset::open(&dir.path().join("datasets/cars")).unwrap().rows().unwrap();
+    assert_eq!(rows[1]["Price"], serde_json::json!(12500.5));
+    assert_eq!(rows[2]["Price"], Value::Null);
+}
+
+#[test]
+fn a_csv_of_local_paths_imports_from_a_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let claim = dir.path().join("volumes/shared-data/set1");
+    std::fs::create_dir_all(&claim).unwrap();
+    std::fs::write(claim.join("a.png"), png([1, 2, 3])).unwrap();
+    std::fs::write(claim.join("b.png"), png([4, 5, 6])).unwrap();
+    let absolute = claim.join("b.png");
+    std::fs::write(claim.join("index.csv"), format!("file,y\na.png,1\n{},0\n", absolute.display())).unwrap();
+    let spec = "  source: {volume: {claimName: shared-data, path: set1/index.csv}}\n";
+    let profile = import(&dataset("local", spec), &context(dir.path())).unwrap();
+    assert_eq!((profile.rows, profile.image_columns.clone()), (Some(2), vec!["file".to_owned()]));
+}
+
+#[test]
+fn an_unmounted_volume_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = "  source: {volume: {claimName: nowhere, path: x.zip}}\n";
+    let error = import(&dataset("v", spec), &context(dir.path())).unwrap_err();
+    assert!(error.to_string().contains("not mounted"), "{error}");
+}
+
+fn with_bad_images(dir: &Path) -> PathBuf {
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let mut csv = String::from("img,label\n");
+    for i in 0..18 {
+        std::fs::write(photos.join(format!("{i}.png")), png([i as u8, 0, 0])).unwrap();
+        csv.push_str(&format!("photos/{i}.png,{}\n", i % 2));
+    }
+    std::fs::write(photos.join("corrupt.png"), &png([9, 9, 9])[..20]).unwrap();
+    csv.push_str("photos/corrupt.png,1\nphotos/gone.png,0\n");
+    std::fs::write(dir.join("labels.csv"), csv).unwrap();
+    dir.join("labels.csv")
+}
+
+#[test]
+fn bad_images_fail_the_import_by_default_naming_rows_and_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    with_bad_images(dir.path());
+    let error = import(&dataset("bad", "  source: {path: labels.csv}\n"), &context(dir.path())).unwrap_err();
+    let message = error.to_string();
+    assert_eq!(error.exit_code(), EXIT_BAD_INPUT);
+    assert!(message.contains("row 19") && message.contains("cannot decode"), "{message}");
+    assert!(message.contains("row 20") && message.contains("file is missing"), "{message}");
+    assert!(message.contains("missingImagePolicy"), "{message}");
+    assert!(!dir.path().join("datasets/bad").exists(), "nothing half-written");
+}
+
+#[test]
+fn drop_row_and_zero_embedding_keep_the_good_rows_and_record_the_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    with_bad_images(dir.path());
+    let limits = "  limits: {maxBadPercent: 15}\n";
+    let dropped = import(
+        &dataset(
+            "dropped",
+            &format!("  source: {{path: labels.csv}}\n  missingImagePolicy: DropRow\n{limits}"),
+        ),
+        &context(dir.path()),
+    )
+    .unwrap();
+    assert_eq!((dropped.rows, dropped.bad_images), (Some(18), Some(2)));
+    let bad = std::fs::read_to_string(dir.path().join("datasets/dropped/bad_images.jsonl")).unwrap();
+    assert_eq!(bad.lines().count(), 2);
+
+    let zeroed = import(
+        &dataset(
+            "zeroed",
+            &format!("  source: {{path: labels.csv}}\n  missingImagePolicy: ZeroEmbedding\n{limits}"),
+        ),
+        &context(dir.path()),
+    )
+    .unwrap();
+    assert_eq!(zeroed.rows, Some(20));
+    assert_eq!(zeroed.columns.iter().find(|c| c.name == "img").unwrap().missing, 2);
+
+    let strict =
+        "  source: {path: labels.csv}\n  missingImagePolicy: DropRow\n  limits: {maxBadPercent: 5}\n";
+    let error = import(&dataset("strict", strict), &context(dir.path())).unwrap_err();
+    assert!(error.to_string().contains("over limits.maxBadPercent (5%)"), "{error}");
+}
+
+#[test]
+fn a_30000_by_30000_png_is_refused_as_a_decompression_bomb() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("tree/big");
+    std::fs::create_dir_all(&class).unwrap();
+    let file = std::io::BufWriter::new(std::fs::File::create(class.join("bomb.png")).unwrap());
+    let mut encoder = png::Encoder::new(file, 30_000, 30_000);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder.write_header().unwrap();
+    let mut stream = writer.stream_writer().unwrap();
+    let row = vec![0u8; 30_000];
+    for _ in 0..30_000 {
+        stream.write_all(&row).unwrap();
+    }
+    stream.finish().unwrap();
+    std::fs::create_dir_all(dir.path().join("tree/small")).unwrap();
+    std::fs::write(dir.path().join("tree/small/ok.png"), png([1, 1, 1])).unwrap();
+
+    let error = import(&dataset("bomb", "  source: {path: tree}\n"), &context(dir.path())).unwrap_err();
+    assert!(error.to_string().contains("30000x30000"), "{error}");
+    assert!(error.to_string().contains("maxImagePixels"), "{error}");
+}
+
+#[test]
+fn a_failed_reimport_leaves_the_previous_copy_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    class_folders_zip(dir.path());
+    let first = import(&dataset("pets", "  source: {path: pets.zip}\n"), &context(dir.path())).unwrap();
+    std::fs::write(dir.path().join("pets.zip"), b"PK\x03\x04 truncated").unwrap();
+    assert!(import(&dataset("pets", "  source: {path: pets.zip}\n"), &context(dir.path())).is_err());
+    let kept = NormalizedDataset::open(&dir.path().join("datasets/pets")).unwrap().profile().unwrap();
+    assert_eq!(kept, first);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("datasets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(leftovers, ["pets"], "no staging folder is left behind");
+}
+
+#[test]
+fn first_and_rest_partition_the_parent_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("many");
+    for i in 0..40u8 {
+        let class = root.join(if i % 4 == 0 { "rare" } else { "common" });
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::write(class.join(format!("{i}.png")), png([i, i, i])).unwrap();
+    }
+    let context = context(dir.path());
+    import(&dataset("all", "  source: {path: many}\n"), &context).unwrap();
+    let split = |name: &str, part: &str| {
+        let spec = format!(
+            "  source: {{split: {{datasetRef: {{name: all}}, percent: 75, part: {part}, seed: 5, stratifyBy: label}}}}\n"
+        );
+        import(&dataset(name, &spec), &context).unwrap();
+        NormalizedDataset::open(&dir.path().join("datasets").join(name)).unwrap().rows().unwrap()
+    };
+    let first = split("train", "First");
+    let rest = split("test", "Rest");
+    assert_eq!((first.len(), rest.len()), (30, 10));
+    let rare = |rows: &[serde_json::Map<String, Value>]| rows.iter().filter(|r| r["label"] == "rare").count();
+    assert_eq!(rare(&first) + rare(&rest), 10);
+    assert!((7..=8).contains(&rare(&first)), "stratified by label: 7.5 of the 10 rare rows expected");
+    let mut together: Vec<String> = first.iter().chain(&rest).map(|r| r["image"].to_string()).collect();
+    together.sort();
+    let mut parent: Vec<String> = NormalizedDataset::open(&dir.path().join("datasets/all"))
+        .unwrap()
+        .rows()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].to_string())
+        .collect();
+    parent.sort();
+    assert_eq!(together, parent);
+    assert_eq!(split("train-again", "First"), first, "deterministic");
+}
+
+#[test]
+fn the_cli_imports_parents_before_splits_and_exits_65_on_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    class_folders_zip(dir.path());
+    let manifest = dir.path().join("pets.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: pets-train}\nspec:\n  source: {split: {datasetRef: {name: pets}, percent: 60, part: First}}\n---\napiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: pets}\nspec:\n  source: {path: pets.zip}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ocellus"))
+            .args(["dataset", "import", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let output = run(&manifest);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("Dataset pets: 5 rows") && stdout.contains("Dataset pets-train: 3 rows"),
+        "{stdout}"
+    );
+    assert!(out.join("pets-train/profile.json").is_file());
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: x}\nspec:\n  source: {path: nothing-here.zip}\n").unwrap();
+    let output = run(&bad);
+    assert_eq!(output.status.code(), Some(EXIT_BAD_INPUT));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing-here.zip does not exist"));
+}
