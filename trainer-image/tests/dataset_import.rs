@@ -1,6 +1,8 @@
 //! Import end to end from local paths: every layout, the profile, the bad-image policies,
 //! splits, and that a failed import never leaves or damages a normalized copy.
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,66 +13,37 @@ use ocellus_trainer::dataset::import::{ImportContext, import};
 use ocellus_trainer::dataset::normalized::NormalizedDataset;
 use ocellus_trainer::error::EXIT_BAD_INPUT;
 use serde_json::Value;
-
-fn png(color: [u8; 3]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    image::RgbImage::from_pixel(6, 4, image::Rgb(color))
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .unwrap();
-    bytes
-}
-
-fn jpeg(color: [u8; 3]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    image::RgbImage::from_pixel(8, 8, image::Rgb(color))
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
-        .unwrap();
-    bytes
-}
+use support::fixtures::{jpeg, png, tar_gz, zip};
 
 /// A zip with one folder per class: 3 cats, 2 dogs, all in a top folder `pets/`.
 fn class_folders_zip(dir: &Path) -> PathBuf {
     let path = dir.join("pets.zip");
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-    let options = zip::write::SimpleFileOptions::default();
-    for (name, bytes) in [
-        ("pets/cat/1.png", png([200, 0, 0])),
-        ("pets/cat/2.png", png([201, 0, 0])),
-        ("pets/cat/3.jpg", jpeg([202, 0, 0])),
-        ("pets/dog/1.png", png([0, 0, 200])),
-        ("pets/dog/2.png", png([0, 0, 201])),
-    ] {
-        zip.start_file(name, options).unwrap();
-        zip.write_all(&bytes).unwrap();
-    }
-    zip.finish().unwrap();
+    let (c1, c2, c3, d1, d2) =
+        (png([200, 0, 0]), png([201, 0, 0]), jpeg([202, 0, 0]), png([0, 0, 200]), png([0, 0, 201]));
+    let entries: [(&str, &[u8]); 5] = [
+        ("pets/cat/1.png", &c1),
+        ("pets/cat/2.png", &c2),
+        ("pets/cat/3.jpg", &c3),
+        ("pets/dog/1.png", &d1),
+        ("pets/dog/2.png", &d2),
+    ];
+    std::fs::write(&path, zip(&entries)).unwrap();
     path
 }
 
 /// A tar.gz with images and a CSV of relative paths plus numeric, categorical and text columns.
-fn archive_with_csv(dir: &Path, csv_extra_row: &str) -> PathBuf {
+fn archive_with_csv(dir: &Path) -> PathBuf {
     let path = dir.join("cars.tar.gz");
-    let encoder = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), Default::default());
-    let mut tar = tar::Builder::new(encoder);
-    let mut add = |name: &str, bytes: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, name, bytes).unwrap();
-    };
-    for i in 0..4u8 {
-        add(&format!("photos/car{i}.png"), &png([i * 50, 100, 100]));
-    }
-    let csv = format!(
-        "photo,Price,Make,Description\n\
+    let photos: Vec<(String, Vec<u8>)> =
+        (0..4u8).map(|i| (format!("photos/car{i}.png"), png([i * 50, 100, 100]))).collect();
+    let csv = "photo,Price,Make,Description\n\
          photos/car0.png,10000,ford,a clean one owner car\n\
          photos/car1.png,12500.5,audi,needs new tires soon\n\
          photos/car2.png,,ford,garage kept since new\n\
-         photos/car3.png,9000,bmw,runs and drives well\n{csv_extra_row}"
-    );
-    add("cars.csv", csv.as_bytes());
-    tar.into_inner().unwrap().finish().unwrap();
+         photos/car3.png,9000,bmw,runs and drives well\n";
+    let mut entries: Vec<(&str, &[u8])> = photos.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    entries.push(("cars.csv", csv.as_bytes()));
+    std::fs::write(&path, tar_gz(&entries)).unwrap();
     path
 }
 
@@ -126,7 +99,7 @@ fn class_folders_import_with_labels_classes_and_a_profile() {
 #[test]
 fn an_archive_with_a_csv_keeps_every_column_with_inferred_types() {
     let dir = tempfile::tempdir().unwrap();
-    archive_with_csv(dir.path(), "");
+    archive_with_csv(dir.path());
     let profile = import(&dataset("cars", "  source: {path: cars.tar.gz}\n"), &context(dir.path())).unwrap();
     assert_eq!(profile.rows, Some(4));
     assert_eq!(profile.image_columns, ["photo"]);
@@ -325,6 +298,16 @@ fn the_cli_imports_parents_before_splits_and_exits_65_on_bad_input() {
         "{stdout}"
     );
     assert!(out.join("pets-train/profile.json").is_file());
+
+    let unknown_format = dir.path().join("format.yaml");
+    std::fs::write(&unknown_format, "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: y}\nspec:\n  source: {path: pets.zip}\n  format: Rar\n").unwrap();
+    let output = run(&unknown_format);
+    assert_eq!(output.status.code(), Some(EXIT_BAD_INPUT));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("spec.format"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: x}\nspec:\n  source: {path: nothing-here.zip}\n").unwrap();

@@ -4,44 +4,30 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use ocellus_crds::dataset::DatasetStatus;
+use support::fixtures::{self, tar_gz, zip};
 use support::http_server::{Content, TestServer};
 use support::s3s::{ACCESS_KEY, REGION, S3sFs, SECRET_KEY};
 
 fn png(shade: u8) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    image::RgbImage::from_pixel(5, 5, image::Rgb([shade, 255 - shade, 7]))
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .unwrap();
-    bytes
+    fixtures::image_bytes([shade, 255 - shade, 7], 5, 5, image::ImageFormat::Png)
 }
 
 fn class_folders_zip() -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (i, name) in ["a/1.png", "a/2.png", "b/1.png"].iter().enumerate() {
-        zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
-        zip.write_all(&png(i as u8 * 40)).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
+    let images: Vec<Vec<u8>> = (0..3).map(|i| png(i * 40)).collect();
+    zip(&[("a/1.png", &images[0]), ("a/2.png", &images[1]), ("b/1.png", &images[2])])
 }
 
 fn archive_with_csv() -> Vec<u8> {
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), Default::default()));
-    let mut add = |name: &str, bytes: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, name, bytes).unwrap();
-    };
-    add("set/img/x.png", &png(1));
-    add("set/img/y.png", &png(2));
-    add("set/meta.csv", b"picture,price\nimg/x.png,3.5\nimg/y.png,4\n");
-    tar.into_inner().unwrap().finish().unwrap()
+    let (x, y) = (png(1), png(2));
+    tar_gz(&[
+        ("set/img/x.png", &x),
+        ("set/img/y.png", &y),
+        ("set/meta.csv", b"picture,price\nimg/x.png,3.5\nimg/y.png,4\n"),
+    ])
 }
 
 /// The four sources, by file name in the served folder / bucket.

@@ -329,12 +329,10 @@ fn import_split(split: &SplitSource, destination: &Path, context: &ImportContext
     let mut writer = NormalizedWriter::create(destination)?;
     let mut kept = Vec::with_capacity(chosen.len());
     for index in chosen {
-        let mut row = rows[index].clone();
+        let row = rows[index].clone();
         for column in &meta.image_columns {
-            if let Some(Value::String(relative)) = row.get(column).cloned() {
-                let extension = Path::new(&relative).extension().and_then(|e| e.to_str()).unwrap_or("img");
-                let stored = writer.add_image(&parent.dir.join(&relative), extension)?;
-                row.insert(column.clone(), Value::String(stored));
+            if let Some(Value::String(relative)) = row.get(column) {
+                writer.link_image(&parent.dir, relative)?;
             }
         }
         writer.write_row(&row)?;

@@ -87,8 +87,8 @@ impl NormalizedWriter {
         self.staging.as_ref().expect("staging exists until finish").path()
     }
 
-    /// Stores an image by content (hard link when possible, else a copy); returns its path
-    /// relative to the dataset folder.
+    /// Stores an image by content, as a copy (a hard link to a user's file would let a later
+    /// in-place edit change the dataset); returns its path relative to the dataset folder.
     pub fn add_image(&mut self, source: &Path, extension: &str) -> Result<String> {
         let digest = crate::backbone::sha256_file(source)?;
         let relative = format!("images/{}/{digest}.{extension}", &digest[..2]);
@@ -96,11 +96,23 @@ impl NormalizedWriter {
         if !target.exists() {
             let folder = target.parent().expect("images have a folder");
             std::fs::create_dir_all(folder).map_err(Error::io(folder))?;
-            if std::fs::hard_link(source, &target).is_err() {
-                std::fs::copy(source, &target).map_err(Error::io(source))?;
-            }
+            std::fs::copy(source, &target).map_err(Error::io(source))?;
         }
         Ok(relative)
+    }
+
+    /// Links an image another normalized copy already stores under `relative`: those copies
+    /// are never modified, and the content hash is the name, so it is not hashed again.
+    pub fn link_image(&mut self, dataset_dir: &Path, relative: &str) -> Result<String> {
+        let (source, target) = (dataset_dir.join(relative), self.staging().join(relative));
+        if !target.exists() {
+            let folder = target.parent().expect("images have a folder");
+            std::fs::create_dir_all(folder).map_err(Error::io(folder))?;
+            if std::fs::hard_link(&source, &target).is_err() {
+                std::fs::copy(&source, &target).map_err(Error::io(&source))?;
+            }
+        }
+        Ok(relative.to_owned())
     }
 
     pub fn write_row(&mut self, row: &Map<String, Value>) -> Result<()> {

@@ -105,7 +105,8 @@ mod tests {
         let (first, _) = split_indices(&strata, 75, 9);
         let rare = first.iter().filter(|&&i| i % 10 == 0).count();
         assert_eq!(rare, 75, "75% of the 100 rare rows");
-        let uneven: Vec<Option<&str>> = (0..40).map(|i| Some(if i % 4 == 0 { "rare" } else { "common" })).collect();
+        let uneven: Vec<Option<&str>> =
+            (0..40).map(|i| Some(if i % 4 == 0 { "rare" } else { "common" })).collect();
         let (uneven_first, _) = split_indices(&uneven, 75, 3);
         assert_eq!(uneven_first.len(), 30, "round(40 * 75%) in all, not the sum of rounded strata");
         assert_eq!(first.len(), 750);

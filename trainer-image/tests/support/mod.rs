@@ -2,5 +2,6 @@
 // Each test binary uses part of the support code.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod http_server;
 pub mod s3s;
