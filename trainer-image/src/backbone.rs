@@ -6,11 +6,9 @@
 //! ```
 //! The format is documented in docs/backbones.md.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tch::{CModule, Device, Tensor};
 
 use crate::{Error, Result};
@@ -127,7 +125,7 @@ impl Registry {
         let manifest = self.manifest(name)?;
         let model_path = self.folder(name)?.join("model.pt");
         if let Some(expected) = &manifest.model_sha256 {
-            let actual = sha256_file(&model_path)?;
+            let actual = ocellus_dataset::digest::sha256_file(&model_path)?;
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(Error::bad_input(format!(
                     "{}: sha256 {actual} does not match the manifest's {expected}; the file is \
@@ -140,21 +138,6 @@ impl Registry {
         module.set_eval();
         Ok(Backbone { manifest, module, model_path, device })
     }
-}
-
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer).map_err(Error::io(path))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// A loaded backbone, ready for inference.

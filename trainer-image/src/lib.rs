@@ -1,7 +1,6 @@
 //! The Ocellus trainer: what runs inside a trainer pod, and on a laptop as `ocellus`.
 
 pub mod backbone;
-pub mod dataset;
 pub mod device;
 pub mod error;
 pub mod preprocess;

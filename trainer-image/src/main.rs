@@ -4,12 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kube::ResourceExt;
-use ocellus_crds::{Dataset, Manifest};
+use ocellus_dataset::cli::{ImportArgs, read_manifests, run_import};
 use ocellus_trainer::backbone::Registry;
-use ocellus_trainer::dataset::import::{ImportContext, import};
 use ocellus_trainer::preprocess::{Preprocess, open_image};
-use ocellus_trainer::{Error, Result, device};
+use ocellus_trainer::{Result, device};
 use tch::Kind;
 
 #[derive(Parser)]
@@ -42,26 +40,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DatasetCommand {
-    /// Import the Datasets of a manifest file into DIR/<name>/ (normalized copy + profile.json).
-    ///
-    /// Parents are imported before the splits that name them; a split whose parent is not in
-    /// the file reads it from DIR/<parent>/.
-    Import {
-        /// A YAML file with one or more Datasets (other documents are ignored).
-        file: PathBuf,
-        /// Root of imported datasets.
-        #[arg(long)]
-        out: PathBuf,
-        /// Import only this Dataset.
-        #[arg(long)]
-        name: Option<String>,
-        /// Where PersistentVolumeClaims are mounted, one folder per claim name.
-        #[arg(long, env = "OCELLUS_VOLUMES_ROOT", default_value = "/mnt/volumes")]
-        volumes_root: PathBuf,
-        /// Content-addressed cache of downloaded images, kept between imports.
-        #[arg(long, env = "OCELLUS_CACHE_DIR")]
-        cache_dir: Option<PathBuf>,
-    },
+    Import(ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -95,16 +74,7 @@ fn run(cli: Cli) -> Result<()> {
     let registry = Registry::new(&cli.backbones);
     match cli.command {
         Command::Validate { files } => validate(&files),
-        Command::Dataset(DatasetCommand::Import { file, out, name, volumes_root, cache_dir }) => {
-            let context = ImportContext {
-                manifest_dir: file.parent().map(PathBuf::from).unwrap_or_default(),
-                volumes_root,
-                cache_dir: cache_dir.unwrap_or_else(|| out.join(".cache").join("images")),
-                work_dir: out.join(".work"),
-                datasets_root: out,
-            };
-            import_datasets(&file, name.as_deref(), &context)
-        }
+        Command::Dataset(DatasetCommand::Import(args)) => Ok(run_import(args)?),
         Command::Backbone(BackboneCommand::List) => list(&registry),
         Command::Backbone(BackboneCommand::Classify { name, images, top }) => {
             classify(&registry, &name, &images, top)
@@ -122,45 +92,6 @@ fn validate(files: &[PathBuf]) -> Result<()> {
             println!("{}: {} {} is valid", file.display(), manifest.kind(), manifest.name());
         }
     }
-    Ok(())
-}
-
-fn read_manifests(file: &std::path::Path) -> Result<Vec<Manifest>> {
-    let text = std::fs::read_to_string(file).map_err(Error::io(file))?;
-    ocellus_crds::parse_manifests(&text)
-        .map_err(|error| Error::bad_input(format!("{}: {error}", file.display())))
-}
-
-fn import_datasets(file: &std::path::Path, only: Option<&str>, context: &ImportContext) -> Result<()> {
-    let datasets: Vec<Dataset> = read_manifests(file)?
-        .into_iter()
-        .filter_map(|m| match m {
-            Manifest::Dataset(d) => Some(*d),
-            Manifest::Experiment(_) => None,
-        })
-        .filter(|d| only.is_none_or(|name| d.name_any() == name))
-        .collect();
-    if datasets.is_empty() {
-        let what = only.map_or("any Dataset".to_owned(), |name| format!("a Dataset named {name:?}"));
-        return Err(Error::bad_input(format!("{} has no {what}", file.display())));
-    }
-    // Sources first, then splits: a split's parent must be imported before it.
-    let (splits, sources): (Vec<&Dataset>, Vec<&Dataset>) =
-        datasets.iter().partition(|d| d.spec.source.split.is_some());
-    for dataset in sources.into_iter().chain(splits) {
-        let profile = import(dataset, context)?;
-        let columns: Vec<String> =
-            profile.columns.iter().map(|c| format!("{} ({:?})", c.name, c.type_)).collect();
-        println!(
-            "Dataset {}: {} rows, columns {}, {} bad images -> {}",
-            dataset.name_any(),
-            profile.rows.unwrap_or_default(),
-            columns.join(", "),
-            profile.bad_images.unwrap_or_default(),
-            profile.location.as_deref().unwrap_or_default()
-        );
-    }
-    let _ = std::fs::remove_dir_all(&context.work_dir);
     Ok(())
 }
 

@@ -34,7 +34,7 @@ impl From<&BackboneManifest> for Preprocess {
 pub fn open_image(path: &Path) -> Result<DynamicImage> {
     let reader = image::ImageReader::open(path).map_err(Error::io(path))?;
     let reader = reader.with_guessed_format().map_err(Error::io(path))?;
-    reader.decode().map_err(|source| Error::Image { path: path.into(), source })
+    reader.decode().map_err(|source| ocellus_dataset::Error::Image { path: path.into(), source }.into())
 }
 
 impl Preprocess {

@@ -108,7 +108,7 @@ impl Drop for S3sFs {
 fn binary() -> PathBuf {
     std::env::var_os("OCELLUS_S3S_FS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/s3s-fs"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/s3s-fs"))
 }
 
 /// A port nothing listens on right now (the OS picks it, so tests in parallel differ).

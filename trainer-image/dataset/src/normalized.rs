@@ -90,7 +90,7 @@ impl NormalizedWriter {
     /// Stores an image by content, as a copy (a hard link to a user's file would let a later
     /// in-place edit change the dataset); returns its path relative to the dataset folder.
     pub fn add_image(&mut self, source: &Path, extension: &str) -> Result<String> {
-        let digest = crate::backbone::sha256_file(source)?;
+        let digest = crate::digest::sha256_file(source)?;
         let relative = format!("images/{}/{digest}.{extension}", &digest[..2]);
         let target = self.staging().join(&relative);
         if !target.exists() {

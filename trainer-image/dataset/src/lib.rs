@@ -1,6 +1,12 @@
 //! Dataset import: sources → archive → layout → images → profile → normalized copy.
+//!
+//! Used by the `ocellus` trainer CLI and by `ocellus-dataset`, the libtorch-free binary an
+//! import Job runs.
 
 pub mod archive;
+pub mod cli;
+pub mod digest;
+pub mod error;
 pub mod fetch;
 pub mod images;
 pub mod import;
@@ -9,3 +15,5 @@ pub mod normalized;
 pub mod profile;
 pub mod split;
 pub mod table;
+
+pub use error::{Error, Result};

@@ -9,16 +9,16 @@ use ocellus_crds::dataset::{
 };
 use serde_json::{Map, Number, Value};
 
-use crate::dataset::archive::{self, ArchiveLimits};
-use crate::dataset::fetch::{self, FetchOptions, http::ImageDownloader};
-use crate::dataset::images::{GoodImage, check_images};
-use crate::dataset::layout;
-use crate::dataset::normalized::{
+use crate::archive::{self, ArchiveLimits};
+use crate::fetch::{self, FetchOptions, http::ImageDownloader};
+use crate::images::{GoodImage, check_images};
+use crate::layout;
+use crate::normalized::{
     BadImage, ColumnMeta, DatasetMeta, FORMAT_VERSION, NormalizedDataset, NormalizedWriter,
 };
-use crate::dataset::profile::{infer_type, profile_rows};
-use crate::dataset::split::part_indices;
-use crate::dataset::table::{DetectedLayout, RawTable};
+use crate::profile::{infer_type, profile_rows};
+use crate::split::part_indices;
+use crate::table::{DetectedLayout, RawTable};
 use crate::{Error, Result};
 
 /// How many image URLs download at once.

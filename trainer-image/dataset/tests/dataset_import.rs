@@ -9,9 +9,9 @@ use std::process::Command;
 
 use ocellus_crds::dataset::{ColumnType, DatasetStatus};
 use ocellus_crds::{Dataset, Manifest};
-use ocellus_trainer::dataset::import::{ImportContext, import};
-use ocellus_trainer::dataset::normalized::NormalizedDataset;
-use ocellus_trainer::error::EXIT_BAD_INPUT;
+use ocellus_dataset::error::EXIT_BAD_INPUT;
+use ocellus_dataset::import::{ImportContext, import};
+use ocellus_dataset::normalized::NormalizedDataset;
 use serde_json::Value;
 use support::fixtures::{jpeg, png, tar_gz, zip};
 
@@ -285,8 +285,8 @@ fn the_cli_imports_parents_before_splits_and_exits_65_on_bad_input() {
     .unwrap();
     let out = dir.path().join("out");
     let run = |file: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_ocellus"))
-            .args(["dataset", "import", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        Command::new(env!("CARGO_BIN_EXE_ocellus-dataset"))
+            .args(["import", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
             .output()
             .unwrap()
     };

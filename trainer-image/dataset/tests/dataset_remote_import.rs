@@ -1,5 +1,5 @@
 //! All four layouts imported end to end from a real HTTP server and a real S3-compatible
-//! server (s3s-fs), through the `ocellus` binary as an import Job runs it.
+//! server (s3s-fs), through the `ocellus-dataset` binary as an import Job runs it.
 
 mod support;
 
@@ -69,8 +69,8 @@ fn import(dir: &Path, name: &str, source: &str) -> (Output, Option<DatasetStatus
     )
     .unwrap();
     let out = dir.join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_ocellus"))
-        .args(["dataset", "import", manifest.to_str().unwrap(), "--out", out.to_str().unwrap()])
+    let output = Command::new(env!("CARGO_BIN_EXE_ocellus-dataset"))
+        .args(["import", manifest.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_REGION", REGION)

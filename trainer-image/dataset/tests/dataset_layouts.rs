@@ -6,9 +6,9 @@ use std::io::{self, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ocellus_crds::dataset::DatasetFormat;
-use ocellus_trainer::Error;
-use ocellus_trainer::dataset::archive::{self, ArchiveKind, ArchiveLimits, ExtractSummary};
-use ocellus_trainer::dataset::layout;
+use ocellus_dataset::Error;
+use ocellus_dataset::archive::{self, ArchiveKind, ArchiveLimits, ExtractSummary};
+use ocellus_dataset::layout;
 use tempfile::TempDir;
 
 const ALL_KINDS: [ArchiveKind; 5] =
@@ -173,7 +173,7 @@ fn files_under(dir: &Path) -> Vec<String> {
     found
 }
 
-fn column(layout: &ocellus_trainer::dataset::table::DetectedLayout, name: &str) -> Vec<Option<String>> {
+fn column(layout: &ocellus_dataset::table::DetectedLayout, name: &str) -> Vec<Option<String>> {
     let index = layout.table.column_index(name).unwrap();
     layout.table.rows.iter().map(|row| row[index].clone()).collect()
 }

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ocellus_crds::dataset::{DatasetSource, HttpSource, ImportLimits, S3Source};
-use ocellus_trainer::Error;
-use ocellus_trainer::dataset::fetch::http::{self, DownloadFailure, ImageDownloader};
-use ocellus_trainer::dataset::fetch::s3::{self, S3Credentials};
-use ocellus_trainer::dataset::fetch::{FetchOptions, fetch_source};
-use ocellus_trainer::error::{EXIT_BAD_INPUT, EXIT_SOURCE_UNREACHABLE};
+use ocellus_dataset::Error;
+use ocellus_dataset::error::{EXIT_BAD_INPUT, EXIT_SOURCE_UNREACHABLE};
+use ocellus_dataset::fetch::http::{self, DownloadFailure, ImageDownloader};
+use ocellus_dataset::fetch::s3::{self, S3Credentials};
+use ocellus_dataset::fetch::{FetchOptions, fetch_source};
 use sha2::{Digest, Sha256};
 use support::http_server::{Content, FLAKY_FAILURES, TRICKLE_PAUSE, TRICKLE_PIECE, TestServer};
 use support::s3s::{self as s3s_support, S3sFs};
@@ -52,7 +52,7 @@ fn server_with(files: &[(&str, Vec<u8>)]) -> TestServer {
     TestServer::start(content)
 }
 
-fn download(url: &str, dest: &Path, options: &FetchOptions) -> ocellus_trainer::Result<u64> {
+fn download(url: &str, dest: &Path, options: &FetchOptions) -> ocellus_dataset::Result<u64> {
     let client = http::client().expect("an HTTP client");
     block_on(http::download(&client, url, dest, options))
 }

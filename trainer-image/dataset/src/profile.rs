@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use ocellus_crds::dataset::{ClassCount, ColumnProfile, ColumnType, DatasetStatus};
 use serde_json::{Map, Value};
 
-use crate::dataset::normalized::DatasetMeta;
+use crate::normalized::DatasetMeta;
 
 /// At most this many classes are listed in status; the rest are counted in the files.
 pub const MAX_CLASSES_IN_STATUS: usize = 100;
