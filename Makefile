@@ -84,7 +84,7 @@ demo: setup testdata/photos
 bench: bench-import
 
 bench-import: setup
-	cargo build --release -p ocellus-trainer --bin ocellus
+	cargo build --release -p ocellus-dataset --bin ocellus-dataset
 	bash bench/import.sh
 
 lint:

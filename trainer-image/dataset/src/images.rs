@@ -1,12 +1,13 @@
 //! Every image is checked once at import: size on disk, dimensions from the header (before
 //! any pixel is decoded, so a decompression bomb costs nothing), then a full decode.
 
-use std::io::BufReader;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::{ImageFormat, ImageReader, Limits};
 use ocellus_crds::dataset::ImportLimits;
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
 /// A readable image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub struct GoodImage {
     pub height: u32,
     pub format: ImageFormat,
     pub bytes: u64,
+    /// sha256 of the file, lower-case hex: the image's name in the normalized copy.
+    pub sha256: String,
 }
 
 /// Checks one image file against the limits and decodes it fully. The error is a reason a
@@ -32,7 +35,9 @@ pub fn check_image(path: &Path, limits: &ImportLimits) -> Result<GoodImage, Stri
             limits.max_image_bytes
         ));
     }
-    let (width, height, format) = header(path)?;
+    // One read: the bytes are hashed and decoded from memory (at most maxImageBytes).
+    let data = std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?;
+    let (width, height, format) = header(&data)?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_image_pixels as u64 {
         return Err(format!(
@@ -41,17 +46,17 @@ pub fn check_image(path: &Path, limits: &ImportLimits) -> Result<GoodImage, Stri
             limits.max_image_pixels
         ));
     }
-    decode(path, format, pixels)?;
-    Ok(GoodImage { width, height, format, bytes })
+    decode(&data, format, pixels)?;
+    let sha256 = hex::encode(Sha256::digest(&data));
+    Ok(GoodImage { width, height, format, bytes, sha256 })
 }
 
-fn open(path: &Path) -> Result<ImageReader<BufReader<std::fs::File>>, String> {
-    let reader = ImageReader::open(path).map_err(|error| format!("cannot read: {error}"))?;
-    reader.with_guessed_format().map_err(|error| format!("cannot read: {error}"))
+fn reader(data: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, String> {
+    ImageReader::new(Cursor::new(data)).with_guessed_format().map_err(|error| format!("cannot read: {error}"))
 }
 
-fn header(path: &Path) -> Result<(u32, u32, ImageFormat), String> {
-    let reader = open(path)?;
+fn header(data: &[u8]) -> Result<(u32, u32, ImageFormat), String> {
+    let reader = reader(data)?;
     let Some(format) = reader.format() else {
         return Err("not an image in a supported format (jpeg, png, bmp, gif, webp, tiff)".into());
     };
@@ -59,8 +64,8 @@ fn header(path: &Path) -> Result<(u32, u32, ImageFormat), String> {
     Ok((width, height, format))
 }
 
-fn decode(path: &Path, format: ImageFormat, pixels: u64) -> Result<(), String> {
-    let mut reader = open(path)?;
+fn decode(data: &[u8], format: ImageFormat, pixels: u64) -> Result<(), String> {
+    let mut reader = reader(data)?;
     reader.set_format(format);
     // Room for the pixels at up to 16 bytes each (RGBA f32) plus decoder working memory;
     // anything beyond means the header lied about the size.
@@ -92,8 +97,10 @@ mod tests {
     #[test]
     fn a_real_png_passes_with_its_size() {
         let dir = tempfile::tempdir().unwrap();
-        let good = check_image(&write_png(dir.path(), "a.png", 7, 5), &limits()).unwrap();
+        let path = write_png(dir.path(), "a.png", 7, 5);
+        let good = check_image(&path, &limits()).unwrap();
         assert_eq!((good.width, good.height, good.format), (7, 5, ImageFormat::Png));
+        assert_eq!(good.sha256, crate::digest::sha256_file(&path).unwrap());
     }
 
     #[test]
@@ -130,7 +137,10 @@ mod tests {
         assert!(check_image(&text, &limits()).unwrap_err().contains("not an image"));
         let fake_jpeg = dir.path().join("fake.jpg");
         std::fs::write(&fake_jpeg, "hello").unwrap();
-        assert!(check_image(&fake_jpeg, &limits()).unwrap_err().starts_with("cannot decode"));
+        assert!(
+            check_image(&fake_jpeg, &limits()).unwrap_err().contains("not an image"),
+            "the name does not count"
+        );
 
         let small = ImportLimits { max_image_bytes: 10, ..limits() };
         let reason = check_image(&write_png(dir.path(), "b.png", 8, 8), &small).unwrap_err();

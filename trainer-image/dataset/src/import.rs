@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use ocellus_crds::dataset::{
     ColumnType, Dataset, DatasetSource, DatasetStatus, MissingImagePolicy, SplitSource,
 };
+use rayon::prelude::*;
 use serde_json::{Map, Number, Value};
 
 use crate::archive::{self, ArchiveLimits};
@@ -14,7 +15,7 @@ use crate::fetch::{self, FetchOptions, http::ImageDownloader};
 use crate::images::{GoodImage, check_images};
 use crate::layout;
 use crate::normalized::{
-    BadImage, ColumnMeta, DatasetMeta, FORMAT_VERSION, NormalizedDataset, NormalizedWriter,
+    BadImage, ColumnMeta, DatasetMeta, FORMAT_VERSION, NormalizedDataset, NormalizedWriter, image_path,
 };
 use crate::profile::{infer_type, profile_rows};
 use crate::split::part_indices;
@@ -193,6 +194,14 @@ fn write_import(
     }
     let meta = dataset_meta(&detected, &image_columns, &keep, keep.len() as i64);
     let mut writer = NormalizedWriter::create(destination)?;
+    // Copy each distinct image once, on all cores; the rows then only name them.
+    let mut to_store: Vec<&(PathBuf, GoodImage)> =
+        keep.iter().flat_map(|&row| good[row].iter().flatten()).collect();
+    to_store.sort_by(|a, b| a.1.sha256.cmp(&b.1.sha256));
+    to_store.dedup_by(|a, b| a.1.sha256 == b.1.sha256);
+    to_store
+        .par_iter()
+        .try_for_each(|(path, image)| writer.add_image(path, &image.sha256, extension(image)).map(drop))?;
     let mut rows = Vec::with_capacity(keep.len());
     for &row_index in &keep {
         let mut row = Map::new();
@@ -200,7 +209,7 @@ fn write_import(
             let raw = table.rows[row_index][table.column_index(&column.name).expect("known")].as_deref();
             let value = match image_columns.iter().position(|c| *c == column.name) {
                 Some(image_index) => match &good[row_index][image_index] {
-                    Some((path, image)) => Value::String(writer.add_image(path, extension(image))?),
+                    Some((_, image)) => Value::String(image_path(&image.sha256, extension(image))),
                     None => Value::Null,
                 },
                 None => typed_value(raw, column.type_),

@@ -53,6 +53,11 @@ pub struct BadImage {
     pub reason: String,
 }
 
+/// Where an image with this content digest is stored, relative to the dataset folder.
+pub fn image_path(digest: &str, extension: &str) -> String {
+    format!("images/{}/{digest}.{extension}", &digest[..2])
+}
+
 /// Builds a normalized copy in a staging folder; [`finish`](Self::finish) moves it into place.
 /// Dropped without finishing, it removes the staging folder.
 pub struct NormalizedWriter {
@@ -87,11 +92,11 @@ impl NormalizedWriter {
         self.staging.as_ref().expect("staging exists until finish").path()
     }
 
-    /// Stores an image by content, as a copy (a hard link to a user's file would let a later
-    /// in-place edit change the dataset); returns its path relative to the dataset folder.
-    pub fn add_image(&mut self, source: &Path, extension: &str) -> Result<String> {
-        let digest = crate::digest::sha256_file(source)?;
-        let relative = format!("images/{}/{digest}.{extension}", &digest[..2]);
+    /// Stores an image under its content digest (computed by the image check), as a copy: a
+    /// hard link to a user's file would let a later in-place edit change the dataset. Returns
+    /// its path relative to the dataset folder.
+    pub fn add_image(&self, source: &Path, digest: &str, extension: &str) -> Result<String> {
+        let relative = image_path(digest, extension);
         let target = self.staging().join(&relative);
         if !target.exists() {
             let folder = target.parent().expect("images have a folder");
