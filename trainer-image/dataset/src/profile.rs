@@ -1,6 +1,6 @@
 //! Column types, missing counts and class counts: the profile that becomes `Dataset.status`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use ocellus_crds::dataset::{ClassCount, ColumnProfile, ColumnType, DatasetStatus};
 use serde_json::{Map, Value};
@@ -44,11 +44,6 @@ pub fn class_counts<'a>(labels: impl Iterator<Item = Option<&'a str>>) -> (Vec<C
     classes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     classes.truncate(MAX_CLASSES_IN_STATUS);
     (classes, total)
-}
-
-/// Number of distinct present values.
-pub fn distinct<'a>(values: impl Iterator<Item = Option<&'a str>>) -> usize {
-    values.flatten().collect::<HashSet<_>>().len()
 }
 
 /// The profile of normalized rows, in the shape of `Dataset.status` (no conditions:
