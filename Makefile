@@ -21,7 +21,7 @@ export CARGO_TERM_COLOR  ?= never
 # The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
 export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv backbones tools build crds test test-cuda demo lint clean bench bench-import
+.PHONY: help setup venv backbones testdata tools build crds test test-cuda demo lint clean bench bench-import bench-embed bench-quality
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
@@ -32,7 +32,7 @@ help:
 	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
 	@echo "make bench      every benchmark (release build; see BENCHMARKS.md)"
 
-setup: venv backbones
+setup: venv backbones testdata
 
 venv: $(VENV)/.installed
 
@@ -52,6 +52,13 @@ tools: $(S3S_FS)
 # Built in cargo's own temporary target dir, never a shared CARGO_TARGET_DIR.
 $(S3S_FS):
 	env -u CARGO_TARGET_DIR cargo install s3s-fs@0.14.1 --features binary --locked --root $(TOOLS)
+
+# Real-image datasets built from packages: digits (scikit-learn) and photo-prices (scikit-image photos).
+testdata: testdata/sets/.built
+
+testdata/sets/.built: $(VENV)/.installed trainer-image/make_test_datasets.py
+	$(PYTHON) trainer-image/make_test_datasets.py --out testdata/sets --digits-per-class 20 --photo-rows 160
+	touch $@
 
 testdata/photos: $(VENV)/.installed trainer-image/make_demo_photos.py
 	$(PYTHON) trainer-image/make_demo_photos.py $@
@@ -81,11 +88,19 @@ demo: setup testdata/photos
 	$(OCELLUS) backbone list
 	$(OCELLUS) backbone classify efficientnet_lite0 testdata/chelsea.png testdata/coffee.png
 
-bench: bench-import
+bench: bench-import bench-embed bench-quality
 
 bench-import: setup
 	cargo build --release -p ocellus-dataset --bin ocellus-dataset
 	bash bench/import.sh
+
+bench-embed: setup
+	cargo build --release -p ocellus-trainer --example embed_bench
+	bash bench/embed.sh
+
+bench-quality: setup
+	cargo build --release -p ocellus-trainer --bin ocellus
+	bash bench/quality.sh
 
 lint:
 	cargo fmt --all --check

@@ -224,6 +224,31 @@ def copy_atomic(src: str, dest_dir: str) -> None:
     os.replace(tmp, dest)
 
 
+INFERENCE_NOTE = "frozen (BatchNorm folded into convolutions), channels_last weights; embeddings only"
+
+
+class ChannelsLastInput(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def save_inference_model(scripted: torch.jit.ScriptModule, path: str) -> None:
+    """The fastest CPU form of the feature extractor, for embeddings (not fine-tuning).
+
+    PyTorch's best CPU configuration on this network is channels_last + torch.jit.freeze
+    (BatchNorm folded into the convolutions): FACTS.md measured it ~1.9x the plain scripted
+    model. optimize_for_inference would add MKLDNN conversions, but its output cannot be
+    loaded back after saving, so it is not used.
+    """
+    model = scripted.eval().to(memory_format=torch.channels_last)
+    wrapped = torch.jit.script(ChannelsLastInput(model).eval())
+    torch.jit.save(torch.jit.freeze(wrapped), path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="backbone output dir (replaced atomically)")
@@ -286,6 +311,10 @@ def main() -> None:
         with torch.no_grad():
             assert_close("reloaded model.pt features", loaded(x), feats, tol=0.0)
         check_trainable(model_path)
+        inference_path = os.path.join(tmp, "inference.pt")
+        save_inference_model(loaded, inference_path)
+        with torch.no_grad():
+            assert_close("inference.pt features", torch.jit.load(inference_path)(x), feats, tol=1e-3)
 
         ref = os.path.join(tmp, "reference")
         os.makedirs(ref)
@@ -315,6 +344,8 @@ def main() -> None:
             "license": "Apache-2.0",
             "weightsSha256": sha256_file(weights),
             "modelSha256": sha256_file(model_path),
+            "inference": {"file": "inference.pt", "sha256": sha256_file(inference_path),
+                          "device": "cpu", "note": INFERENCE_NOTE},
             "torch": torch.__version__,
         }
         with open(os.path.join(tmp, "manifest.json"), "w") as f:

@@ -477,6 +477,13 @@ pub struct BestModel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub crop_strategy: Option<String>,
+    /// Embeddings pipeline: size each architecture's embedding was reduced to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_dimension: Option<i32>,
+    /// Embeddings pipeline: the model trained on the features, for example `LightGBM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub learner: Option<String>,
     /// Validation score under the experiment's scorer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
@@ -512,6 +519,9 @@ pub struct TrialSummary {
     pub learning_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<i32>,
+    /// Embeddings pipeline: the candidate embedding size this trial tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_dimension: Option<i32>,
 }
 
 /// Where the outputs are.

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tch::{CModule, Device, Tensor};
+use tch::{CModule, Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
@@ -36,6 +36,20 @@ pub struct BackboneManifest {
     /// sha256 of model.pt, checked on load when present.
     #[serde(default)]
     pub model_sha256: Option<String>,
+    /// A faster, inference-only form of the same network (frozen, channels_last) for CPU embeddings.
+    #[serde(default)]
+    pub inference: Option<InferenceModel>,
+}
+
+/// `inference.pt`: BatchNorm folded into the convolutions, weights in channels_last; it cannot
+/// be trained and is only used on the device it was made for.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceModel {
+    pub file: String,
+    pub sha256: String,
+    /// `cpu`: the only device it is made for today.
+    pub device: String,
 }
 
 /// How an image becomes the network's input: shorter side to `shorterSide`, then a centre crop.
@@ -124,20 +138,39 @@ impl Registry {
     pub fn load(&self, name: &str, device: Device) -> Result<Backbone> {
         let manifest = self.manifest(name)?;
         let model_path = self.folder(name)?.join("model.pt");
-        if let Some(expected) = &manifest.model_sha256 {
-            let actual = ocellus_dataset::digest::sha256_file(&model_path)?;
-            if !actual.eq_ignore_ascii_case(expected) {
-                return Err(Error::bad_input(format!(
-                    "{}: sha256 {actual} does not match the manifest's {expected}; the file is \
-                     damaged or from another export: export the backbone again",
-                    model_path.display()
-                )));
-            }
-        }
-        let mut module = CModule::load_on_device(&model_path, device)?;
-        module.set_eval();
-        Ok(Backbone { manifest, module, model_path, device })
+        load_checked(manifest, model_path, device)
     }
+
+    /// Loads the fastest form of a backbone for embeddings on `device`: its frozen
+    /// `inference.pt` on CPU when the folder has one, else model.pt.
+    pub fn load_for_embeddings(&self, name: &str, device: Device) -> Result<Backbone> {
+        let manifest = self.manifest(name)?;
+        let folder = self.folder(name)?;
+        match &manifest.inference {
+            Some(inference) if inference.device == "cpu" && device == Device::Cpu => {
+                let path = folder.join(&inference.file);
+                let expected = Some(inference.sha256.clone());
+                load_checked(BackboneManifest { model_sha256: expected, ..manifest }, path, device)
+            }
+            _ => load_checked(manifest, folder.join("model.pt"), device),
+        }
+    }
+}
+
+fn load_checked(manifest: BackboneManifest, model_path: PathBuf, device: Device) -> Result<Backbone> {
+    if let Some(expected) = &manifest.model_sha256 {
+        let actual = ocellus_dataset::digest::sha256_file(&model_path)?;
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(Error::bad_input(format!(
+                "{}: sha256 {actual} does not match the manifest's {expected}; the file is \
+                 damaged or from another export: export the backbone again",
+                model_path.display()
+            )));
+        }
+    }
+    let mut module = CModule::load_on_device(&model_path, device)?;
+    module.set_eval();
+    Ok(Backbone { manifest, module, model_path, device, kind: Kind::Float })
 }
 
 /// A loaded backbone, ready for inference.
@@ -146,9 +179,20 @@ pub struct Backbone {
     module: CModule,
     model_path: PathBuf,
     device: Device,
+    kind: Kind,
 }
 
 impl Backbone {
+    /// Runs the network in half precision (CUDA only: CPU kernels for half are slow or missing).
+    pub fn use_half(&mut self) -> Result<()> {
+        if !self.device.is_cuda() {
+            return Err(Error::bad_input("half precision needs a CUDA device; this run is on the CPU"));
+        }
+        self.module.to(self.device, Kind::Half, false);
+        self.kind = Kind::Half;
+        Ok(())
+    }
+
     pub fn model_path(&self) -> &Path {
         &self.model_path
     }
@@ -159,7 +203,8 @@ impl Backbone {
 
     /// Pooled features `[N, featureDim]` of a normalised batch `[N, 3, H, W]`.
     pub fn features(&self, batch: &Tensor) -> Result<Tensor> {
-        let features = tch::no_grad(|| self.module.forward_ts(&[batch.to_device(self.device)]))?;
+        let input = batch.to_device(self.device).to_kind(self.kind);
+        let features = tch::no_grad(|| self.module.forward_ts(&[input]))?.to_kind(Kind::Float);
         let expected = [batch.size()[0], self.manifest.feature_dim];
         if features.size() != expected {
             return Err(Error::bad_input(format!(

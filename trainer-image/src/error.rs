@@ -10,6 +10,9 @@ pub enum Error {
     Dataset(#[from] ocellus_dataset::Error),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// A bug or a broken invariant, not the user's input.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -26,7 +29,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Dataset(error) => error.exit_code(),
-            Self::Torch(_) => EXIT_FAILURE,
+            Self::Torch(_) | Self::Internal(_) => EXIT_FAILURE,
         }
     }
 }

@@ -1,8 +1,14 @@
 //! The Ocellus trainer: what runs inside a trainer pod, and on a laptop as `ocellus`.
 
 pub mod backbone;
+pub mod bundle;
 pub mod device;
+pub mod embed;
 pub mod error;
+pub mod image_cells;
+pub mod pipeline;
+pub mod predict;
 pub mod preprocess;
+pub mod run;
 
 pub use error::{Error, Result};

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use ocellus_dataset::cli::{ImportArgs, read_manifests, run_import};
 use ocellus_trainer::backbone::Registry;
 use ocellus_trainer::preprocess::{Preprocess, open_image};
+use ocellus_trainer::predict::{self, PredictArgs};
+use ocellus_trainer::run::{self, RunArgs};
 use ocellus_trainer::{Result, device};
 use tch::Kind;
 
@@ -34,6 +36,10 @@ enum Command {
     /// Inspect the backbone directory.
     #[command(subcommand)]
     Backbone(BackboneCommand),
+    /// Run the Experiment of a manifest file end to end on this machine.
+    Run(RunArgs),
+    /// Score rows (CSV) with the scoring bundle of a finished run.
+    Predict(PredictArgs),
     /// Show what libtorch can use on this machine.
     Info,
 }
@@ -78,6 +84,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Backbone(BackboneCommand::List) => list(&registry),
         Command::Backbone(BackboneCommand::Classify { name, images, top }) => {
             classify(&registry, &name, &images, top)
+        }
+        Command::Run(args) => {
+            let out = args.out.clone();
+            let status = run::run(args, &registry)?;
+            let best = status.best_model.unwrap_or_default();
+            let score = best.score.map_or("-".to_owned(), |s| format!("{s:.6}"));
+            println!("best: {} dimension {:?} validation score {score}", best.architecture.unwrap_or_default(), best.embedding_dimension.unwrap_or_default());
+            for metric in status.metrics.map(|m| m.test).unwrap_or_default() {
+                println!("test {}: {:.6}", metric.name, metric.value);
+            }
+            println!("wrote {}", out.join("result.json").display());
+            Ok(())
+        }
+        Command::Predict(args) => {
+            let output = args.output.clone();
+            let rows = predict::predict(args)?;
+            println!("scored {rows} rows -> {}", output.display());
+            Ok(())
         }
         Command::Info => {
             println!("{}", device::describe());

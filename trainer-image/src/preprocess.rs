@@ -1,16 +1,22 @@
-//! Image → normalised tensor, as a backbone's manifest prescribes.
+//! Image → normalised network input, as a backbone's manifest prescribes.
+//!
+//! The same steps as torchvision's `Resize(shorterSide)`, `CenterCrop(crop)`, `ToTensor()`,
+//! `Normalize(mean, std)` on a Pillow image: an antialiased bilinear resize of 8-bit RGB, then
+//! scaling to [0, 1] and normalising. The resize and the crop are one SIMD resampling of the
+//! source rectangle that ends up in the crop (fast_image_resize), so no full-size intermediate
+//! image is made.
 
 use std::path::Path;
 
-use image::imageops::{self, FilterType};
-use image::{DynamicImage, Rgb32FImage};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, RgbImage};
 use tch::Tensor;
 
 use crate::backbone::BackboneManifest;
 use crate::{Error, Result};
 
-/// Shorter side to `shorter_side` (bilinear, antialiased, on float RGB), centre crop to
-/// `crop`, then `(x - mean) / std` per channel, channels first.
+/// Shorter side to `shorter_side`, centre crop to `crop`, then `(x / 255 - mean) / std` per channel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preprocess {
     pub shorter_side: u32,
@@ -37,33 +43,67 @@ pub fn open_image(path: &Path) -> Result<DynamicImage> {
     reader.decode().map_err(|source| ocellus_dataset::Error::Image { path: path.into(), source }.into())
 }
 
+/// Decodes an image held in memory (a download or inline bytes); `what` names it in errors.
+pub fn decode_image(bytes: &[u8], what: &str) -> Result<DynamicImage> {
+    image::load_from_memory(bytes).map_err(|error| {
+        Error::bad_input(format!("{what}: not a readable image ({error}); give a PNG, JPEG, BMP, GIF, WebP or TIFF"))
+    })
+}
+
 impl Preprocess {
-    /// `[3, crop, crop]` float tensor.
-    pub fn tensor(&self, image: &DynamicImage) -> Tensor {
-        let resized = self.resize(&image.to_rgb32f());
-        let (width, height) = resized.dimensions();
-        let left = (width - self.crop) / 2;
-        let top = (height - self.crop) / 2;
-        let side = self.crop as usize;
-        let mut chw = vec![0f32; 3 * side * side];
-        for y in 0..side {
-            for x in 0..side {
-                let pixel = resized.get_pixel(left + x as u32, top + y as u32);
-                for channel in 0..3 {
-                    chw[channel * side * side + y * side + x] =
-                        (pixel.0[channel] - self.mean[channel]) / self.std[channel];
-                }
-            }
-        }
-        Tensor::from_slice(&chw).view([3, side as i64, side as i64])
+    /// Values per image: `crop * crop * 3`.
+    pub fn len(&self) -> usize {
+        (self.crop * self.crop * 3) as usize
     }
 
-    fn resize(&self, image: &Rgb32FImage) -> Rgb32FImage {
+    pub fn is_empty(&self) -> bool {
+        self.crop == 0
+    }
+
+    /// The crop as 8-bit RGB, before normalisation.
+    pub fn resize_and_crop(&self, image: &RgbImage) -> RgbImage {
         let (width, height) = image.dimensions();
         let scale = f64::from(self.shorter_side.max(self.crop)) / f64::from(width.min(height));
-        let scaled = |side: u32| ((f64::from(side) * scale + 0.5).floor() as u32).max(self.crop);
-        imageops::resize(image, scaled(width), scaled(height), FilterType::Triangle)
+        let resized = |side: u32| ((f64::from(side) * scale + 0.5).floor()).max(f64::from(self.crop));
+        let left = ((resized(width) - f64::from(self.crop)) / 2.0).floor();
+        let top = ((resized(height) - f64::from(self.crop)) / 2.0).floor();
+        let side = f64::from(self.crop) / scale;
+        let source = ImageRef::new(width, height, image.as_raw(), PixelType::U8x3)
+            .expect("an RgbImage buffer holds width * height * 3 bytes");
+        let mut target = Image::new(self.crop, self.crop, PixelType::U8x3);
+        let options = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+            .crop(left / scale, top / scale, side.min(f64::from(width)), side.min(f64::from(height)));
+        Resizer::new().resize(&source, &mut target, &options).expect("same pixel types, valid crop");
+        RgbImage::from_raw(self.crop, self.crop, target.into_vec()).expect("crop * crop * 3 bytes")
     }
+
+    /// Writes the normalised crop into `out` (`len()` values) in height, width, channel order:
+    /// a batch of these is a channels_last `[N, 3, H, W]` tensor without a copy.
+    pub fn write_hwc(&self, image: &RgbImage, out: &mut [f32]) {
+        let crop = self.resize_and_crop(image);
+        let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * self.std[c]));
+        let shift: [f32; 3] = std::array::from_fn(|c| self.mean[c] / self.std[c]);
+        for (pixel, values) in crop.as_raw().chunks_exact(3).zip(out.chunks_exact_mut(3)) {
+            for c in 0..3 {
+                values[c] = f32::from(pixel[c]) * scale[c] - shift[c];
+            }
+        }
+    }
+
+    /// `[3, crop, crop]` float tensor of one image.
+    pub fn tensor(&self, image: &DynamicImage) -> Tensor {
+        let mut hwc = vec![0f32; self.len()];
+        self.write_hwc(&image.to_rgb8(), &mut hwc);
+        let side = i64::from(self.crop);
+        Tensor::from_slice(&hwc).view([side, side, 3]).permute([2, 0, 1]).contiguous()
+    }
+}
+
+/// Views `n` images written by [`Preprocess::write_hwc`] as a channels_last `[n, 3, side, side]` tensor.
+pub fn batch_tensor(hwc: &[f32], n: usize, side: u32) -> Tensor {
+    let side = i64::from(side);
+    Tensor::from_slice(hwc).view([n as i64, side, side, 3]).permute([0, 3, 1, 2])
 }
 
 #[cfg(test)]
@@ -101,5 +141,39 @@ mod tests {
         image.put_pixel(0, 0, image::Rgb([255, 255, 255]));
         let tensor = preprocess().tensor(&DynamicImage::ImageRgb8(image));
         assert!((tensor.max().double_value(&[]) + 2.0).abs() < 1e-5, "the corner is cropped away");
+    }
+
+    #[test]
+    fn the_crop_keeps_the_middle_of_a_wide_image() {
+        // 40x10 → shorter side 8 → 32x8 → centre 6x6 covers source columns ~12.5..27.5.
+        let mut image = image::RgbImage::new(40, 10);
+        for y in 0..10 {
+            for x in 0..40 {
+                let v = if (14..26).contains(&x) { 255 } else { 0 };
+                image.put_pixel(x, y, image::Rgb([v, v, v]));
+            }
+        }
+        let crop = preprocess().resize_and_crop(&image);
+        assert_eq!(crop.get_pixel(3, 3).0, [255, 255, 255]);
+        assert!(crop.get_pixel(0, 3).0[0] < 255, "the left edge of the crop reaches the dark band");
+    }
+
+    #[test]
+    fn a_batch_of_hwc_images_is_the_same_as_stacked_chw_tensors() {
+        let p = preprocess();
+        let images: Vec<RgbImage> = (0..2u8)
+            .map(|i| RgbImage::from_fn(9, 7, |x, y| image::Rgb([x as u8 * 20, y as u8 * 30, i * 90])))
+            .collect();
+        let mut hwc = vec![0f32; 2 * p.len()];
+        for (image, out) in images.iter().zip(hwc.chunks_exact_mut(p.len())) {
+            p.write_hwc(image, out);
+        }
+        let batch = batch_tensor(&hwc, 2, p.crop);
+        let stacked = Tensor::stack(
+            &images.iter().map(|i| p.tensor(&DynamicImage::ImageRgb8(i.clone()))).collect::<Vec<_>>(),
+            0,
+        );
+        assert_eq!(batch.size(), [2, 3, 6, 6]);
+        assert!(batch.allclose(&stacked, 0.0, 0.0, false));
     }
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Test scores of `ocellus run` against a Python reference on the same split and backbone
+# (see BENCHMARKS.md): digits (classification) and photo-prices (mixed regression).
+#   make bench-quality          (DIGITS_PER_CLASS=180 PHOTO_ROWS=2000 to change)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=.bench/quality
+OCELLUS=target/release/ocellus
+mkdir -p $DIR
+python trainer-image/make_test_datasets.py --out $DIR/sets --digits-per-class "${DIGITS_PER_CLASS:-180}" --photo-rows "${PHOTO_ROWS:-2000}"
+for example in digits photo-prices; do
+  sed "s#../../testdata/sets#$PWD/$DIR/sets#" examples/local/$example.yaml > $DIR/$example.yaml
+  echo "== $example"
+  /usr/bin/time -f "ocellus run: %e s, peak RSS %M KB" $OCELLUS run $DIR/$example.yaml --out $DIR/out-$example --cpu --gbm-seconds 60
+  python -c "import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({'impl':'ocellus','test':{m['name']:round(m['value'],6) for m in r['metrics']['test']},'best':r['bestModel']}))" $DIR/out-$example/result.json
+done
+python bench/quality_reference.py --task classification --target label --backbone "$OCELLUS_BACKBONES/efficientnet_lite0" \
+  --train $DIR/out-digits/datasets/digits-train --test $DIR/out-digits/datasets/digits-test
+python bench/quality_reference.py --task regression --target price --backbone "$OCELLUS_BACKBONES/efficientnet_lite0" \
+  --train $DIR/out-photo-prices/datasets/photo-prices-train --test $DIR/out-photo-prices/datasets/photo-prices-test

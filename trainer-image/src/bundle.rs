@@ -1,0 +1,297 @@
+//! The scoring bundle of the embeddings pipeline: everything needed to score new rows, in one
+//! folder that can be copied anywhere.
+//!
+//! ```text
+//! scoring/bundle.json                 what the model expects and how it was made, sha256 of every file
+//! scoring/backbones/<arch>/           model.pt (+ inference.pt) and manifest.json, copied
+//! scoring/projections/<col>.<arch>.json   the PCA fitted on the training rows
+//! scoring/tabular.json                the encoder of the numeric, categorical and text columns
+//! scoring/gbm/                        the LightGBM model
+//! ```
+//! The experiment computes its own test predictions through [`ScoringBundle`], the same code
+//! `ocellus predict` runs, so both give the same numbers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use ocellus_dataset::normalized::ColumnMeta;
+use ocellus_tabular::columns::TabularEncoder;
+use ocellus_tabular::gbm::FittedGbm;
+use ocellus_tabular::matrix::Matrix;
+use ocellus_tabular::metrics::Predictions;
+use ocellus_tabular::pca::Pca;
+use ocellus_tabular::task::{Target, TaskKind};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tch::Device;
+
+use crate::backbone::{Backbone, Registry};
+use crate::embed::{EmbedOptions, Embeddings, embed};
+use crate::image_cells::ImageCells;
+use crate::{Error, Result};
+
+/// Version of the bundle format.
+pub const BUNDLE_FORMAT: u32 = 1;
+
+/// `bundle.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleManifest {
+    pub format: u32,
+    /// `ocellus` version that wrote it.
+    pub ocellus_version: String,
+    pub experiment: String,
+    pub target: String,
+    pub task: TaskKind,
+    /// Class labels, in the order of the probability columns; empty for regression.
+    pub classes: Vec<String>,
+    /// Every column a row to score must have.
+    pub columns: Vec<ColumnMeta>,
+    /// One projected embedding per image column and architecture, in feature order.
+    pub images: Vec<ImageFeature>,
+    /// sha256 of each file, relative to the bundle folder.
+    pub files: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageFeature {
+    pub column: String,
+    pub architecture: String,
+    /// Components kept by the projection.
+    pub dimension: usize,
+    pub projection: String,
+}
+
+/// What a trained embeddings model is made of, before it is written.
+pub struct BundleParts<'a> {
+    pub experiment: &'a str,
+    pub target_column: &'a str,
+    pub target: &'a Target,
+    pub columns: &'a [ColumnMeta],
+    pub projections: Vec<(ImageFeature, &'a Pca)>,
+    pub encoder: &'a TabularEncoder,
+    pub gbm: &'a FittedGbm,
+    pub registry: &'a Registry,
+}
+
+/// Writes the bundle into `dir`, which must not exist yet (the caller renames it into place).
+pub fn write_bundle(parts: &BundleParts, dir: &Path) -> Result<()> {
+    let mut files = BTreeMap::new();
+    let mut architectures: Vec<&str> = parts.projections.iter().map(|(f, _)| f.architecture.as_str()).collect();
+    architectures.dedup();
+    for architecture in architectures {
+        let source = parts.registry.root().join(architecture);
+        let target = dir.join("backbones").join(architecture);
+        create_dir(&target)?;
+        let manifest = parts.registry.manifest(architecture)?;
+        let mut names = vec!["manifest.json".to_owned(), "model.pt".to_owned()];
+        names.extend(manifest.inference.map(|i| i.file));
+        for name in names {
+            std::fs::copy(source.join(&name), target.join(&name)).map_err(Error::io(source.join(&name)))?;
+        }
+    }
+    let mut images = Vec::new();
+    for (feature, pca) in &parts.projections {
+        write_json(&dir.join(&feature.projection), pca)?;
+        images.push(feature.clone());
+    }
+    write_json(&dir.join("tabular.json"), parts.encoder)?;
+    parts.gbm.save(&dir.join("gbm")).map_err(tabular_error)?;
+    for path in walk(dir)? {
+        let relative = path.strip_prefix(dir).expect("walk stays inside").to_string_lossy().into_owned();
+        files.insert(relative, ocellus_dataset::digest::sha256_file(&path)?);
+    }
+    let manifest = BundleManifest {
+        format: BUNDLE_FORMAT,
+        ocellus_version: env!("CARGO_PKG_VERSION").to_owned(),
+        experiment: parts.experiment.to_owned(),
+        target: parts.target_column.to_owned(),
+        task: parts.target.task,
+        classes: parts.target.classes.clone(),
+        columns: parts.columns.to_vec(),
+        images,
+        files,
+    };
+    write_json(&dir.join("bundle.json"), &manifest)
+}
+
+/// A loaded bundle, ready to score rows.
+pub struct ScoringBundle {
+    pub dir: PathBuf,
+    pub manifest: BundleManifest,
+    pub target: Target,
+    backbones: BTreeMap<String, Backbone>,
+    projections: Vec<Pca>,
+    encoder: TabularEncoder,
+    gbm: FittedGbm,
+}
+
+impl ScoringBundle {
+    /// Loads and checks every file against the sha256 the bundle lists.
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        let path = dir.join("bundle.json");
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                Error::bad_input(format!(
+                    "{} is not a scoring bundle (no bundle.json): pass the scoring/ folder an `ocellus run` wrote",
+                    dir.display()
+                ))
+            } else {
+                Error::io(&path)(error)
+            }
+        })?;
+        let manifest: BundleManifest = serde_json::from_str(&text)
+            .map_err(|error| Error::bad_input(format!("{}: not a bundle manifest: {error}", path.display())))?;
+        if manifest.format != BUNDLE_FORMAT {
+            return Err(Error::bad_input(format!(
+                "{}: bundle format {} is not {BUNDLE_FORMAT}; score it with the ocellus version that wrote it ({})",
+                path.display(),
+                manifest.format,
+                manifest.ocellus_version
+            )));
+        }
+        for (file, expected) in &manifest.files {
+            let actual = ocellus_dataset::digest::sha256_file(&dir.join(file))?;
+            if &actual != expected {
+                return Err(Error::bad_input(format!(
+                    "{}: sha256 {actual} differs from the bundle's {expected}: the bundle was changed or damaged; copy it again",
+                    dir.join(file).display()
+                )));
+            }
+        }
+        let registry = Registry::new(dir.join("backbones"));
+        let mut backbones = BTreeMap::new();
+        let mut projections = Vec::new();
+        for feature in &manifest.images {
+            if !backbones.contains_key(&feature.architecture) {
+                let backbone = registry.load_for_embeddings(&feature.architecture, device)?;
+                backbones.insert(feature.architecture.clone(), backbone);
+            }
+            projections.push(read_json(&dir.join(&feature.projection))?);
+        }
+        let encoder = read_json(&dir.join("tabular.json"))?;
+        let gbm = FittedGbm::load(&dir.join("gbm")).map_err(tabular_error)?;
+        let target = Target { task: manifest.task, classes: manifest.classes.clone() };
+        Ok(Self { dir: dir.to_owned(), manifest, target, backbones, projections, encoder, gbm })
+    }
+
+    /// Checks that `columns` has every column the model needs, by name.
+    pub fn check_columns(&self, columns: &[String]) -> Result<()> {
+        let missing: Vec<&str> = self
+            .manifest
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|name| !columns.iter().any(|c| c == name))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::bad_input(format!(
+            "the rows to score lack column(s) {}: the model needs {}",
+            missing.join(", "),
+            self.manifest.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    /// Predictions for `rows`; image cells are resolved by `cells`.
+    pub fn predict(
+        &self,
+        rows: &[Map<String, Value>],
+        cells: &ImageCells,
+        options: &EmbedOptions,
+        progress: &ProgressBar,
+    ) -> Result<Predictions> {
+        let mut blocks = Vec::new();
+        for (feature, pca) in self.manifest.images.iter().zip(&self.projections) {
+            let values: Vec<Option<&Value>> = rows.iter().map(|row| row.get(&feature.column)).collect();
+            let inputs = cells.resolve(&feature.column, &values)?;
+            let embeddings = embed(&self.backbones[&feature.architecture], &inputs, options, progress)?;
+            blocks.push(project(pca, &embeddings)?);
+        }
+        blocks.push(self.encoder.transform(rows).map_err(tabular_error)?);
+        let features = Matrix::hstack(&blocks.iter().collect::<Vec<_>>()).map_err(tabular_error)?;
+        self.gbm.predict(&features).map_err(tabular_error)
+    }
+}
+
+/// Projects embeddings; rows without an image stay NaN, which the GBM treats as missing.
+pub fn project(pca: &Pca, embeddings: &Embeddings) -> Result<Matrix> {
+    let matrix = Matrix::new(embeddings.rows(), embeddings.dim, embeddings.data.clone()).map_err(tabular_error)?;
+    let mut projected = pca.transform(&matrix).map_err(tabular_error)?;
+    let width = projected.cols;
+    for row in 0..embeddings.rows() {
+        if embeddings.is_missing(row) {
+            projected.data[row * width..(row + 1) * width].fill(f32::NAN);
+        }
+    }
+    Ok(projected)
+}
+
+/// Writes predictions as CSV: `prediction`, then one `p_<class>` column per class. Floats are
+/// written in Rust's shortest round-trip form, so equal files mean equal predictions.
+pub fn write_predictions(path: &Path, target: &Target, predictions: &Predictions) -> Result<()> {
+    let mut writer = csv::Writer::from_path(path).map_err(|e| Error::bad_input(format!("{}: {e}", path.display())))?;
+    let mut header = vec!["prediction".to_owned()];
+    header.extend(target.classes.iter().map(|class| format!("p_{class}")));
+    let csv_error = |e: csv::Error| Error::bad_input(format!("{}: {e}", path.display()));
+    writer.write_record(&header).map_err(csv_error)?;
+    for row in 0..predictions.len() {
+        let mut record = Vec::with_capacity(header.len());
+        match predictions {
+            Predictions::Regression(values) => record.push(values[row].to_string()),
+            Predictions::Probabilities { .. } => {
+                let probabilities = predictions.probabilities(row);
+                record.push(target.classes[argmax(probabilities)].clone());
+                record.extend(probabilities.iter().map(f64::to_string));
+            }
+        }
+        writer.write_record(&record).map_err(csv_error)?;
+    }
+    writer.flush().map_err(Error::io(path))
+}
+
+fn argmax(values: &[f64]) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
+}
+
+pub fn tabular_error(error: ocellus_tabular::Error) -> Error {
+    match error {
+        ocellus_tabular::Error::BadInput(message) => Error::bad_input(message),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))
+}
+
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        create_dir(parent)?;
+    }
+    let mut text = serde_json::to_string_pretty(value).expect("serialisable");
+    text.push('\n');
+    std::fs::write(path, text).map_err(Error::io(path))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    serde_json::from_str(&text).map_err(|error| Error::bad_input(format!("{}: unreadable: {error}", path.display())))
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(Error::io(&folder))? {
+            let path = entry.map_err(Error::io(&folder))?.path();
+            if path.is_dir() { pending.push(path) } else { files.push(path) }
+        }
+    }
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,403 @@
+//! The embeddings pipeline: pretrained CNN embeddings of every image column, reduced per
+//! architecture, joined with the other columns, into gradient boosting.
+//!
+//! 1. Labelled training rows are split 80/20 (stratified for classification) into fit and
+//!    validation rows, with the Experiment's seed.
+//! 2. Every image of every image column goes through every architecture once.
+//! 3. For each candidate dimension, a PCA per (column, architecture) is fitted on the fit rows
+//!    only, and LightGBM trains on the projections plus the tabular features with early
+//!    stopping on the validation rows. The candidate with the best validation score wins.
+//! 4. The winner becomes the scoring bundle; the test Dataset is scored through the bundle.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ocellus_crds::dataset::ColumnType;
+use ocellus_crds::experiment::{
+    BestModel, EMBEDDING_DIMENSIONS, Experiment, Metrics, Pipeline, Scorer, TrialSummary, TrialsSummary,
+};
+use ocellus_crds::ExperimentStatus;
+use ocellus_crds::common::MetricValue;
+use ocellus_dataset::normalized::{ColumnMeta, NormalizedDataset};
+use ocellus_dataset::split::split_indices;
+use ocellus_tabular::columns::TabularEncoder;
+use ocellus_tabular::gbm::{FittedGbm, Gbm, GbmConfig};
+use ocellus_tabular::matrix::Matrix;
+use ocellus_tabular::metrics::{Predictions, evaluate, greater_is_better, resolve_scorer, scorer_name};
+use ocellus_tabular::pca::Pca;
+use ocellus_tabular::task::{Target, TaskKind};
+use serde_json::{Map, Value};
+use tch::Device;
+
+use crate::backbone::Registry;
+use crate::bundle::{BundleParts, ImageFeature, ScoringBundle, project, tabular_error, write_bundle, write_predictions};
+use crate::embed::{EmbedOptions, Embeddings, ImageInput, embed};
+use crate::image_cells::ImageCells;
+use crate::{Error, Result};
+
+/// Share of the labelled training rows used to fit; the rest validates.
+const FIT_PERCENT: i32 = 80;
+
+/// How the pipeline runs on this machine (not part of the Experiment).
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub device: Device,
+    pub embed: EmbedOptions,
+    /// Time for LightGBM's hyperparameter search, per candidate dimension.
+    pub gbm_budget: Duration,
+    pub cache_dir: std::path::PathBuf,
+}
+
+/// What the pipeline produced, in the shape of `Experiment.status`.
+pub struct Outcome {
+    pub status: ExperimentStatus,
+}
+
+/// One candidate feature set and its model.
+struct Candidate {
+    dimension: i32,
+    projections: Vec<(ImageFeature, Pca)>,
+    gbm: FittedGbm,
+    score: f64,
+    validation: Vec<MetricValue>,
+}
+
+pub fn run(
+    experiment: &Experiment,
+    train: &NormalizedDataset,
+    test: Option<&NormalizedDataset>,
+    registry: &Registry,
+    settings: &RunSettings,
+    out: &Path,
+) -> Result<Outcome> {
+    let spec = &experiment.spec;
+    let name = experiment.metadata.name.as_deref().unwrap_or("experiment");
+    let columns = &train.meta.columns;
+    let target_column = find_target(columns, &spec.target, &train.dir)?;
+    let features: Vec<ColumnMeta> = columns.iter().filter(|c| c.name != target_column.name).cloned().collect();
+    let image_columns: Vec<&ColumnMeta> = features.iter().filter(|c| c.type_ == ColumnType::Image).collect();
+    let tabular_columns: Vec<(String, ColumnType)> =
+        features.iter().filter(|c| c.type_ != ColumnType::Image).map(|c| (c.name.clone(), c.type_)).collect();
+    if image_columns.is_empty() {
+        return Err(Error::bad_input(format!(
+            "dataset {} has no image column; the embeddings pipeline needs at least one (columns: {})",
+            train.dir.display(),
+            column_list(columns)
+        )));
+    }
+    check_dimensions(&spec.embeddings.dimensions)?;
+    for architecture in &spec.embeddings.architectures {
+        registry.manifest(architecture)?;
+    }
+    if spec.embeddings.fine_tune.enabled {
+        return Err(Error::bad_input(
+            "embeddings.fineTune.enabled is not available yet in this version of ocellus: \
+             set it to false to use the pretrained backbones as they are",
+        ));
+    }
+    if let Some(test) = test {
+        check_same_columns(train, test)?;
+    }
+
+    // Labelled rows only; the target decides the task and the classes.
+    let all_rows = train.rows()?;
+    let rows: Vec<Map<String, Value>> =
+        all_rows.into_iter().filter(|row| row.get(&spec.target).is_some_and(|v| !v.is_null())).collect();
+    let target_values: Vec<Value> = rows.iter().map(|row| row[&spec.target].clone()).collect();
+    let target = Target::detect(&target_values, spec.task).map_err(tabular_error)?;
+    let y: Vec<f64> = target_values.iter().map(|v| target.encode(v).expect("detected from these values")).collect();
+    let scorer = resolve_scorer(spec.scorer, target.task).map_err(tabular_error)?;
+    let strata: Vec<Option<&str>> = match target.task {
+        TaskKind::Regression => vec![None; rows.len()],
+        _ => target_values.iter().map(|v| v.as_str()).collect(),
+    };
+    let (fit, valid) = split_indices(&strata, FIT_PERCENT, spec.seed);
+    if fit.is_empty() || valid.is_empty() {
+        return Err(Error::bad_input(format!(
+            "{} labelled rows are too few to fit and validate; the embeddings pipeline needs at least 10",
+            rows.len()
+        )));
+    }
+    println!(
+        "{name}: {:?} on {:?}, {} rows ({} fit, {} validation), scorer {scorer:?}",
+        target.task,
+        spec.target,
+        rows.len(),
+        fit.len(),
+        valid.len()
+    );
+
+    // Embeddings of every (image column, architecture).
+    let cells = ImageCells::new(&train.dir, &settings.cache_dir);
+    let mut embeddings: Vec<(String, String, Embeddings)> = Vec::new();
+    for column in &image_columns {
+        let values: Vec<Option<&Value>> = rows.iter().map(|row| row.get(&column.name)).collect();
+        let inputs = cells.resolve(&column.name, &values)?;
+        if fit.iter().all(|&i| matches!(inputs[i], ImageInput::Missing)) {
+            return Err(Error::bad_input(format!(
+                "image column {:?} has no images in the training rows: fix the dataset or drop the column",
+                column.name
+            )));
+        }
+        for architecture in &spec.embeddings.architectures {
+            let backbone = registry.load_for_embeddings(architecture, settings.device)?;
+            let progress = bar(inputs.len(), &format!("embedding {} with {architecture}", column.name));
+            let started = Instant::now();
+            let result = embed(&backbone, &inputs, &settings.embed, &progress)?;
+            progress.finish_and_clear();
+            println!(
+                "{name}: {} images of {:?} through {architecture} in {:.1}s ({:.1} images/s)",
+                inputs.len(),
+                column.name,
+                started.elapsed().as_secs_f64(),
+                inputs.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            );
+            embeddings.push((column.name.clone(), architecture.clone(), result));
+        }
+    }
+
+    let fit_rows: Vec<Map<String, Value>> = fit.iter().map(|&i| rows[i].clone()).collect();
+    let encoder = TabularEncoder::fit(&fit_rows, &tabular_columns, spec.seed as u64).map_err(tabular_error)?;
+    let tabular = encoder.transform(&rows).map_err(tabular_error)?;
+
+    let mut dimensions = spec.embeddings.dimensions.clone();
+    dimensions.sort_unstable();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for &dimension in &dimensions {
+        let candidate = fit_candidate(
+            dimension, &embeddings, &tabular, &encoder, &y, &fit, &valid, &target, scorer, spec.seed, settings,
+        )?;
+        println!("{name}: dimension {dimension}: validation {scorer:?} {:.6}", candidate.score);
+        candidates.push(candidate);
+    }
+    let best_index = best_candidate(&candidates, scorer);
+    let best = &candidates[best_index];
+
+    // The bundle, written aside and renamed into place.
+    let staging = tempfile::Builder::new().prefix(".scoring.partial-").tempdir_in(out).map_err(Error::io(out))?;
+    let bundle_dir = staging.path().join("scoring");
+    let parts = BundleParts {
+        experiment: name,
+        target_column: &spec.target,
+        target: &target,
+        columns: &features,
+        projections: best.projections.iter().map(|(f, p)| (f.clone(), p)).collect(),
+        encoder: &encoder,
+        gbm: &best.gbm,
+        registry,
+    };
+    write_bundle(&parts, &bundle_dir)?;
+    let final_bundle = out.join("scoring");
+    if final_bundle.exists() {
+        std::fs::remove_dir_all(&final_bundle).map_err(Error::io(&final_bundle))?;
+    }
+    std::fs::rename(&bundle_dir, &final_bundle).map_err(Error::io(&final_bundle))?;
+
+    let mut metrics = Metrics { validation: best.validation.clone(), test: Vec::new() };
+    let mut predictions_path = None;
+    if let Some(test) = test {
+        let bundle = ScoringBundle::load(&final_bundle, settings.device)?;
+        let test_rows = test.rows()?;
+        let test_cells = ImageCells::new(&test.dir, &settings.cache_dir);
+        let progress = bar(test_rows.len(), "scoring the test rows");
+        let predictions = bundle.predict(&test_rows, &test_cells, &settings.embed, &progress)?;
+        progress.finish_and_clear();
+        let path = out.join("predictions.csv");
+        write_predictions(&path, &target, &predictions)?;
+        predictions_path = Some(path);
+        metrics.test = test_metrics(&target, &spec.target, &test_rows, &predictions)?;
+    }
+
+    let status = ExperimentStatus {
+        pipeline: Some(Pipeline::Embeddings),
+        metrics: Some(metrics),
+        best_model: Some(BestModel {
+            architecture: Some(spec.embeddings.architectures.join("+")),
+            input_size: registry.manifest(&spec.embeddings.architectures[0]).ok().map(|m| m.input_size as i32),
+            embedding_dimension: Some(best.dimension),
+            learner: Some("LightGBM".into()),
+            score: Some(best.score),
+            ..BestModel::default()
+        }),
+        trials: Some(trials_summary(&candidates, scorer, &spec.embeddings.architectures.join("+"))),
+        artifacts: Some(ocellus_crds::experiment::ArtifactLocations {
+            location: Some(out.display().to_string()),
+            scoring_bundle: Some(final_bundle.display().to_string()),
+            predictions: predictions_path.map(|p| p.display().to_string()),
+            report: None,
+        }),
+        ..ExperimentStatus::default()
+    };
+    Ok(Outcome { status })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit_candidate(
+    dimension: i32,
+    embeddings: &[(String, String, Embeddings)],
+    tabular: &Matrix,
+    encoder: &TabularEncoder,
+    y: &[f64],
+    fit: &[usize],
+    valid: &[usize],
+    target: &Target,
+    scorer: Scorer,
+    seed: i64,
+    settings: &RunSettings,
+) -> Result<Candidate> {
+    let mut blocks = Vec::new();
+    let mut projections = Vec::new();
+    for (column, architecture, embedding) in embeddings {
+        let present: Vec<usize> = fit.iter().copied().filter(|&i| !embedding.is_missing(i)).collect();
+        let fit_matrix = Matrix::new(
+            present.len(),
+            embedding.dim,
+            present.iter().flat_map(|&i| embedding.row(i).iter().copied()).collect(),
+        )
+        .map_err(tabular_error)?;
+        let components = (dimension as usize).min(present.len().saturating_sub(1)).min(embedding.dim).max(1);
+        let pca = Pca::fit(&fit_matrix, components).map_err(tabular_error)?;
+        blocks.push(project(&pca, embedding)?);
+        let feature = ImageFeature {
+            column: column.clone(),
+            architecture: architecture.clone(),
+            dimension: components,
+            projection: format!("projections/{}.{architecture}.json", safe_file_name(column)),
+        };
+        projections.push((feature, pca));
+    }
+    blocks.push(tabular.clone());
+    let features = Matrix::hstack(&blocks.iter().collect::<Vec<_>>()).map_err(tabular_error)?;
+    let offset = features.cols - tabular.cols;
+    let categorical: Vec<usize> = encoder.categorical_features().iter().map(|i| i + offset).collect();
+    let pick = |indices: &[usize]| (features.select_rows(indices), indices.iter().map(|&i| y[i]).collect::<Vec<_>>());
+    let (fit_x, fit_y) = pick(fit);
+    let (valid_x, valid_y) = pick(valid);
+    let config = GbmConfig { budget: settings.gbm_budget, seed: seed as u64, scorer, ..GbmConfig::default() };
+    let gbm = Gbm::fit(&fit_x, &fit_y, &valid_x, &valid_y, target, &categorical, &config).map_err(tabular_error)?;
+    let predictions = gbm.predict(&valid_x).map_err(tabular_error)?;
+    let validation = evaluate(target, &valid_y, &predictions);
+    let score = validation
+        .iter()
+        .find(|m| m.name == scorer_name(scorer))
+        .map(|m| m.value)
+        .ok_or_else(|| Error::Internal(format!("scorer {scorer:?} was not computed")))?;
+    Ok(Candidate { dimension, projections, gbm, score, validation })
+}
+
+fn best_candidate(candidates: &[Candidate], scorer: Scorer) -> usize {
+    let better = |a: f64, b: f64| if greater_is_better(scorer) { a > b } else { a < b };
+    (0..candidates.len()).fold(0, |best, i| if better(candidates[i].score, candidates[best].score) { i } else { best })
+}
+
+fn trials_summary(candidates: &[Candidate], scorer: Scorer, architecture: &str) -> TrialsSummary {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ordering = candidates[a].score.total_cmp(&candidates[b].score);
+        if greater_is_better(scorer) { ordering.reverse() } else { ordering }
+    });
+    TrialsSummary {
+        total: candidates.len() as i32,
+        completed: candidates.len() as i32,
+        pruned: 0,
+        failed: 0,
+        top: order
+            .into_iter()
+            .take(10)
+            .map(|i| TrialSummary {
+                id: i as i32,
+                score: Some(candidates[i].score),
+                architecture: Some(architecture.to_owned()),
+                embedding_dimension: Some(candidates[i].dimension),
+                ..TrialSummary::default()
+            })
+            .collect(),
+    }
+}
+
+fn test_metrics(
+    target: &Target,
+    target_column: &str,
+    rows: &[Map<String, Value>],
+    predictions: &Predictions,
+) -> Result<Vec<MetricValue>> {
+    let labelled: Vec<usize> =
+        (0..rows.len()).filter(|&i| rows[i].get(target_column).is_some_and(|v| !v.is_null())).collect();
+    if labelled.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut y = Vec::with_capacity(labelled.len());
+    for &i in &labelled {
+        let value = &rows[i][target_column];
+        y.push(target.encode(value).ok_or_else(|| {
+            Error::bad_input(format!(
+                "test row {i}: target {value} is not a value the training data has ({}); \
+                 the test dataset must come from the same source",
+                if target.classes.is_empty() { "a number".to_owned() } else { target.classes.join(", ") }
+            ))
+        })?);
+    }
+    Ok(evaluate(target, &y, &select_predictions(predictions, &labelled)))
+}
+
+fn find_target<'a>(columns: &'a [ColumnMeta], target: &str, dir: &Path) -> Result<&'a ColumnMeta> {
+    columns.iter().find(|c| c.name == target).ok_or_else(|| {
+        Error::bad_input(format!(
+            "target column {target:?} is not in dataset {} (columns: {}); fix spec.target",
+            dir.display(),
+            column_list(columns)
+        ))
+    })
+}
+
+fn check_dimensions(dimensions: &[i32]) -> Result<()> {
+    match dimensions.iter().find(|d| !EMBEDDING_DIMENSIONS.contains(d)) {
+        Some(bad) => Err(Error::bad_input(format!(
+            "embedding dimension {bad} is not allowed; use one or more of {EMBEDDING_DIMENSIONS:?}"
+        ))),
+        None if dimensions.is_empty() => Err(Error::bad_input("embeddings.dimensions is empty; give at least one")),
+        None => Ok(()),
+    }
+}
+
+fn check_same_columns(train: &NormalizedDataset, test: &NormalizedDataset) -> Result<()> {
+    if train.meta.columns == test.meta.columns {
+        return Ok(());
+    }
+    Err(Error::bad_input(format!(
+        "the test dataset's columns ({}) differ from the training dataset's ({}); \
+         import both from the same source, e.g. as two splits of one Dataset",
+        column_list(&test.meta.columns),
+        column_list(&train.meta.columns)
+    )))
+}
+
+fn column_list(columns: &[ColumnMeta]) -> String {
+    columns.iter().map(|c| format!("{} ({:?})", c.name, c.type_)).collect::<Vec<_>>().join(", ")
+}
+
+fn safe_file_name(column: &str) -> String {
+    column.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+pub fn bar(length: usize, message: &str) -> ProgressBar {
+    let progress = ProgressBar::new(length as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    progress.set_message(message.to_owned());
+    progress
+}
+
+fn select_predictions(predictions: &Predictions, rows: &[usize]) -> Predictions {
+    match predictions {
+        Predictions::Regression(values) => Predictions::Regression(rows.iter().map(|&i| values[i]).collect()),
+        Predictions::Probabilities { classes, .. } => Predictions::Probabilities {
+            classes: *classes,
+            data: rows.iter().flat_map(|&i| predictions.probabilities(i).iter().copied()).collect(),
+        },
+    }
+}

@@ -1,0 +1,3 @@
+//! The two pipelines an Experiment can run.
+
+pub mod embeddings;

@@ -1,0 +1,180 @@
+//! `ocellus run FILE --out DIR`: the Experiment of a manifest file, end to end on this machine.
+//!
+//! The Datasets it names are imported into `DIR/datasets/` (from the same file, or already
+//! there from an earlier run), the pipeline runs, and `DIR/result.json` (in the shape of
+//! `Experiment.status`), `DIR/predictions.csv` and `DIR/scoring/` are written. result.json is
+//! written last and atomically: a run that dies leaves no result.json claiming success.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::ResourceExt;
+use ocellus_crds::experiment::Pipeline;
+use ocellus_crds::{Dataset, Experiment, ExperimentStatus, Manifest};
+use ocellus_dataset::cli::read_manifests;
+use ocellus_dataset::import::{ImportContext, import};
+use ocellus_dataset::normalized::NormalizedDataset;
+use serde::Serialize;
+
+use crate::backbone::Registry;
+use crate::embed::EmbedOptions;
+use crate::pipeline::embeddings::{self, RunSettings};
+use crate::{Error, Result, device};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// A YAML file with an Experiment and (some of) the Datasets it names.
+    pub file: PathBuf,
+    /// Output folder: datasets/, scoring/, predictions.csv, result.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Run only the Experiment with this name (when the file has several).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where PersistentVolumeClaims are mounted, one folder per claim name.
+    #[arg(long, env = "OCELLUS_VOLUMES_ROOT", default_value = "/mnt/volumes")]
+    pub volumes_root: PathBuf,
+    /// Images per forward pass of a backbone.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Image decoding threads [default: half the cores, at least one].
+    #[arg(long)]
+    pub decode_threads: Option<usize>,
+    /// Seconds of LightGBM hyperparameter search per candidate embedding dimension.
+    #[arg(long, default_value_t = 60)]
+    pub gbm_seconds: u64,
+    /// Compute on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+pub fn run(args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
+    let manifests = read_manifests(&args.file)?;
+    let experiment = pick_experiment(&manifests, args.name.as_deref(), &args.file)?;
+    let datasets: BTreeMap<String, &Dataset> = manifests
+        .iter()
+        .filter_map(|m| match m {
+            Manifest::Dataset(d) => Some((d.name_any(), d.as_ref())),
+            Manifest::Experiment(_) => None,
+        })
+        .collect();
+    std::fs::create_dir_all(&args.out).map_err(Error::io(&args.out))?;
+    let context = ImportContext {
+        manifest_dir: args.file.parent().map(PathBuf::from).unwrap_or_default(),
+        volumes_root: args.volumes_root.clone(),
+        cache_dir: args.out.join(".cache").join("images"),
+        work_dir: args.out.join(".work"),
+        datasets_root: args.out.join("datasets"),
+    };
+    let mut imported = BTreeSet::new();
+    let train = prepare_dataset(&experiment.spec.dataset_ref.name, &datasets, &context, &mut imported)?;
+    let test = match &experiment.spec.test_dataset_ref {
+        Some(reference) => Some(prepare_dataset(&reference.name, &datasets, &context, &mut imported)?),
+        None => None,
+    };
+    let _ = std::fs::remove_dir_all(&context.work_dir);
+
+    let pipeline = resolve_pipeline(experiment.spec.pipeline, &train);
+    let mut device = if args.cpu { tch::Device::Cpu } else { device::best_device() };
+    if pipeline == Pipeline::AutoImage {
+        return Err(Error::bad_input(format!(
+            "experiment {} resolves to the AutoImage pipeline (one image column and the target), \
+             which is not available yet in this version of ocellus: set `pipeline: Embeddings`",
+            experiment.name_any()
+        )));
+    }
+    if !device.is_cuda() {
+        device = tch::Device::Cpu;
+    }
+    let settings = RunSettings {
+        device,
+        embed: EmbedOptions {
+            batch_size: args.batch_size,
+            decode_threads: args.decode_threads.unwrap_or_else(|| EmbedOptions::default().decode_threads),
+        },
+        gbm_budget: Duration::from_secs(args.gbm_seconds),
+        cache_dir: args.out.join(".cache").join("images"),
+    };
+    let outcome = embeddings::run(experiment, &train, test.as_ref(), registry, &settings, &args.out)?;
+    write_json_atomically(&args.out.join("result.json"), &outcome.status)?;
+    Ok(outcome.status)
+}
+
+fn pick_experiment<'a>(manifests: &'a [Manifest], name: Option<&str>, file: &Path) -> Result<&'a Experiment> {
+    let experiments: Vec<&Experiment> = manifests
+        .iter()
+        .filter_map(|m| match m {
+            Manifest::Experiment(e) => Some(e.as_ref()),
+            Manifest::Dataset(_) => None,
+        })
+        .collect();
+    let names = || experiments.iter().map(|e| e.name_any()).collect::<Vec<_>>().join(", ");
+    match (name, experiments.as_slice()) {
+        (None, [only]) => Ok(only),
+        (None, []) => Err(Error::bad_input(format!("{} has no Experiment to run", file.display()))),
+        (None, _) => Err(Error::bad_input(format!(
+            "{} has several Experiments ({}); choose one with --name",
+            file.display(),
+            names()
+        ))),
+        (Some(name), _) => experiments.iter().copied().find(|e| e.name_any() == name).ok_or_else(|| {
+            Error::bad_input(format!("{} has no Experiment named {name:?} (it has: {})", file.display(), names()))
+        }),
+    }
+}
+
+/// Imports a Dataset named in the file (after the parent of a split), or opens an earlier
+/// import of one that is not in the file. Datasets in the file are imported again on every
+/// run, so an edited manifest never scores stale data; downloads are cached.
+fn prepare_dataset(
+    name: &str,
+    datasets: &BTreeMap<String, &Dataset>,
+    context: &ImportContext,
+    imported: &mut BTreeSet<String>,
+) -> Result<NormalizedDataset> {
+    let folder = context.datasets_root.join(name);
+    let Some(dataset) = datasets.get(name) else {
+        return NormalizedDataset::open(&folder).map_err(|_| {
+            Error::bad_input(format!(
+                "Dataset {name:?} is neither in the manifest file nor imported in {}; add it to the file",
+                context.datasets_root.display()
+            ))
+        });
+    };
+    if let Some(split) = &dataset.spec.source.split {
+        let parent = &split.dataset_ref.name;
+        if datasets.contains_key(parent) && !imported.contains(parent) {
+            prepare_dataset(parent, datasets, context, imported)?;
+        }
+    }
+    if imported.insert(name.to_owned()) {
+        let profile = import(dataset, context)?;
+        println!("Dataset {name}: {} rows imported", profile.rows.unwrap_or_default());
+    }
+    Ok(NormalizedDataset::open(&folder)?)
+}
+
+/// `Auto` → `Embeddings` when there is a non-image feature or several image columns.
+pub fn resolve_pipeline(requested: Pipeline, dataset: &NormalizedDataset) -> Pipeline {
+    match requested {
+        Pipeline::Auto => {
+            let images = dataset.meta.image_columns.len();
+            let others = dataset.meta.columns.len().saturating_sub(images + 1);
+            if images == 1 && others == 0 { Pipeline::AutoImage } else { Pipeline::Embeddings }
+        }
+        other => other,
+    }
+}
+
+/// Writes JSON to a temporary file beside `path`, syncs it and renames it into place.
+pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {
+    let folder = crate::image_cells::folder_of(path);
+    let mut file = tempfile::NamedTempFile::new_in(&folder).map_err(Error::io(&folder))?;
+    serde_json::to_writer_pretty(&mut file, value).map_err(|e| Error::Internal(e.to_string()))?;
+    use std::io::Write;
+    file.write_all(b"\n").map_err(Error::io(path))?;
+    file.as_file().sync_all().map_err(Error::io(path))?;
+    file.persist(path).map_err(|e| Error::io(path)(e.error))?;
+    Ok(())
+}
