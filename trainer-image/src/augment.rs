@@ -15,11 +15,14 @@
 //! | `HorizontalFlip` | mirror left-right |
 //! | `HueSaturationValue` | hue ±20 OpenCV units (±40°), saturation ±30, value ±20 (of 255) |
 //! | `ImageCompression` | JPEG, quality uniform in {99, 100} (`quality_lower=99`) |
-//! | `OpticalDistortion` | `k` uniform in [-0.05, 0.05] (`distort_limit=0.05`); `shift_limit=0.05` is rounded to whole pixels in albumentations, so it never shifts, and neither does this |
+//! | `OpticalDistortion` | `k` uniform in [-0.05, 0.05] (`distort_limit=0.05`), no shift (see below) |
 //! | `RandomBrightnessContrast` | contrast `1 + U(-0.2, 0.2)`, brightness `U(-0.2, 0.2) × 255` |
 //! | `RandomRotate90` | 0, 1, 2 or 3 counter-clockwise quarter turns |
-//! | `ShiftScaleRotate` | shift `U(-0.0625, 0.0625)` of each side, scale `1 + U(-0.1, 0.1)`, angle `U(-45°, 45°)` |
+//! | `ShiftScaleRotate` | shift `U(±0.0625)` of each side, scale `1 + U(±0.1)`, angle `U(±45°)` |
 //! | `VerticalFlip` | mirror top-bottom |
+//!
+//! `OpticalDistortion`'s `shift_limit=0.05` is rounded to whole pixels by albumentations, so it
+//! never shifts the centre; this does not either.
 //!
 //! Geometric warps interpolate bilinearly and reflect at the borders (`BORDER_REFLECT_101`), as
 //! albumentations does. Every output has the input's size, except `RandomRotate90` with an odd
@@ -38,7 +41,7 @@ use ocellus_crds::experiment::Augmentation;
 use rand::RngExt;
 
 pub use crop::CropStrategy;
-pub use trivial::TrivialAugment;
+pub use trivial::{TrivialAugment, apply_at_magnitude};
 
 /// Probability with which an [`Augmenter`] applies `augmentation`: albumentations' default `p`,
 /// 0.5 for all thirteen.

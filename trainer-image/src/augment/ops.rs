@@ -33,30 +33,41 @@ pub fn box_blur(image: &RgbImage, kernel: u32) -> RgbImage {
         return image.clone();
     }
     let half = i64::from(kernel / 2);
-    let scale = 1.0 / kernel as f32;
-    let mut rows = vec![[0f32; 3]; (width * height) as usize];
+    // Exact integer window sums slide along rows, then columns; reflected indices are computed once.
+    let padded = |len: u32| -> Vec<usize> {
+        (-half..i64::from(len) + half).map(|p| reflect_101(p, len) as usize).collect()
+    };
+    let (columns, rows) = (padded(width), padded(height));
+    let (width, height, kernel) = (width as usize, height as usize, kernel as usize);
+    let pixels = image.as_raw();
+    let mut horizontal = vec![0u32; width * height * 3];
     for y in 0..height {
-        for x in 0..width {
-            let mut sum = [0f32; 3];
-            for dx in -half..=half {
-                let pixel = image.get_pixel(reflect_101(i64::from(x) + dx, width), y);
-                for c in 0..3 {
-                    sum[c] += f32::from(pixel[c]);
+        for c in 0..3 {
+            let at = |x: usize| u32::from(pixels[(y * width + columns[x]) * 3 + c]);
+            let mut sum: u32 = (0..kernel).map(at).sum();
+            for x in 0..width {
+                horizontal[(y * width + x) * 3 + c] = sum;
+                if x + 1 < width {
+                    sum = sum + at(x + kernel) - at(x);
                 }
             }
-            rows[(y * width + x) as usize] = sum.map(|s| s * scale);
         }
     }
-    RgbImage::from_fn(width, height, |x, y| {
-        let mut sum = [0f32; 3];
-        for dy in -half..=half {
-            let row = rows[(reflect_101(i64::from(y) + dy, height) * width + x) as usize];
-            for c in 0..3 {
-                sum[c] += row[c];
+    let area_scale = 1.0 / (kernel * kernel) as f32;
+    let mut out = vec![0u8; width * height * 3];
+    for x in 0..width {
+        for c in 0..3 {
+            let at = |y: usize| horizontal[(rows[y] * width + x) * 3 + c];
+            let mut sum: u32 = (0..kernel).map(at).sum();
+            for y in 0..height {
+                out[(y * width + x) * 3 + c] = round_to_u8(sum as f32 * area_scale);
+                if y + 1 < height {
+                    sum = sum + at(y + kernel) - at(y);
+                }
             }
         }
-        Rgb(sum.map(|s| round_to_u8(s * scale)))
-    })
+    }
+    RgbImage::from_raw(width as u32, height as u32, out).unwrap_or_else(|| image.clone())
 }
 
 /// Shrinks by `scale` (in (0, 1]) and enlarges back, both with nearest neighbour: albumentations'

@@ -1,6 +1,8 @@
-//! TrivialAugment (Müller & Hutter, 2021), "Wide" variant as in torchvision's `TrivialAugmentWide`:
-//! per image, pick one operation uniformly (identity included) and one magnitude uniformly from 31
-//! bins, and apply that operation at that strength. No tuned policy, no search.
+//! TrivialAugment (Müller & Hutter, 2021) in its "Wide" form, as torchvision's `TrivialAugmentWide`
+//! samples it: per image, one operation chosen uniformly (identity included) and one magnitude
+//! chosen uniformly from 31 bins, then that operation at that strength. No tuned policy, no search.
+//! The operations are the spec's augmentations rather than torchvision's PIL operations, so the
+//! policy can be restricted to whatever a user allows.
 
 use image::RgbImage;
 use image::imageops;
@@ -52,8 +54,8 @@ fn signed(value: f32, rng: &mut impl rand::Rng) -> f32 {
 }
 
 /// Applies `augmentation` at `magnitude` in [0, 1]: 0 is no change (or the mildest form), 1 the
-/// strongest. The "wide" strongest settings are about twice albumentations' default limits, as
-/// TrivialAugment Wide widens RandAugment's ranges:
+/// strongest; each sign is drawn independently. The strongest settings go beyond albumentations'
+/// default limits (about twice for most), as TrivialAugment Wide widens RandAugment's ranges:
 ///
 /// | Augmentation | At magnitude m |
 /// |---|---|
@@ -63,7 +65,7 @@ fn signed(value: f32, rng: &mut impl rand::Rng) -> f32 {
 /// | `GaussNoise` | std `15m` |
 /// | `GridDropout` | ratio `0.6m` (up to 36% of pixels) |
 /// | `HorizontalFlip`, `VerticalFlip` | always flip |
-/// | `HueSaturationValue` | hue `±40m` OpenCV units (±80°), saturation `±60m`, value `±40m`, signs independent |
+/// | `HueSaturationValue` | hue `±40m` OpenCV units (±80°), saturation `±60m`, value `±40m` |
 /// | `ImageCompression` | JPEG quality `100 - 90m` |
 /// | `OpticalDistortion` | `k = ±0.3m` |
 /// | `RandomBrightnessContrast` | contrast `1 ± 0.4m`, brightness `±0.4m × 255` |
