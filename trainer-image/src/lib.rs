@@ -1,5 +1,6 @@
 //! The Ocellus trainer: what runs inside a trainer pod, and on a laptop as `ocellus`.
 
+pub mod augment;
 pub mod backbone;
 pub mod bundle;
 pub mod device;
