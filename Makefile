@@ -8,6 +8,11 @@ VENV      := $(CURDIR)/.venv
 PYTHON    := $(VENV)/bin/python
 BACKBONES := $(CURDIR)/backbones
 LITE0     := $(BACKBONES)/efficientnet_lite0/manifest.json
+# The ten standard architectures with random weights, for the shape tests (git-ignored).
+RANDOM_BACKBONES := $(CURDIR)/testdata/random-backbones
+ARCHITECTURES    := densenet121 efficientnetb0 efficientnetb2 inception_v3 mobilenetv2 \
+                    resnet34 resnet50 seresnet50 seresnext50 xception
+RANDOM_MANIFESTS := $(foreach a,$(ARCHITECTURES),$(RANDOM_BACKBONES)/$(a)/manifest.json)
 OCELLUS   := $(CURDIR)/target/debug/ocellus
 TOOLS     := $(CURDIR)/.tools
 S3S_FS    := $(TOOLS)/bin/s3s-fs
@@ -21,18 +26,20 @@ export CARGO_TERM_COLOR  ?= never
 # The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
 export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv backbones testdata tools build crds test test-cuda demo lint clean bench bench-import bench-embed bench-quality
+.PHONY: help setup venv backbones random-backbones testdata tools build crds test test-cuda demo lint clean bench bench-import bench-embed bench-quality
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
 	@echo "make test       set up and run every test"
 	@echo "make backbones  convert the pretrained test backbone into backbones/"
+	@echo "make random-backbones  export the ten standard architectures with random weights"
+	@echo "                into testdata/random-backbones/ (shape tests; ~1-2 min)"
 	@echo "make crds       regenerate crds/*.yaml from the Rust types"
 	@echo "make tools      install the test tools (s3s-fs) into .tools/"
 	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
 	@echo "make bench      every benchmark (release build; see BENCHMARKS.md)"
 
-setup: venv backbones testdata
+setup: venv backbones random-backbones testdata
 
 venv: $(VENV)/.installed
 
@@ -45,6 +52,12 @@ backbones: $(LITE0)
 
 $(LITE0): $(VENV)/.installed trainer-image/convert_efficientnet_lite0.py
 	$(PYTHON) trainer-image/convert_efficientnet_lite0.py --out $(BACKBONES)/efficientnet_lite0 --testdata $(CURDIR)/testdata
+
+random-backbones: $(RANDOM_MANIFESTS)
+
+# One run exports all ten (&: a grouped target): importing torch and timm once is cheaper.
+$(RANDOM_MANIFESTS) &: $(VENV)/.installed trainer-image/export_backbones.py
+	$(PYTHON) trainer-image/export_backbones.py $(ARCHITECTURES) --random-weights --out $(RANDOM_BACKBONES)
 
 tools: $(S3S_FS)
 

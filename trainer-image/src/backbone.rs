@@ -33,6 +33,10 @@ pub struct BackboneManifest {
     pub classifier: Option<Classifier>,
     pub source: String,
     pub license: String,
+    /// False for a random-weights export (`export_backbones.py --random-weights`): right
+    /// shapes, meaningless features, for shape tests only.
+    #[serde(default = "pretrained_by_default")]
+    pub pretrained: bool,
     /// sha256 of model.pt, checked on load when present.
     #[serde(default)]
     pub model_sha256: Option<String>,
@@ -50,6 +54,10 @@ pub struct InferenceModel {
     pub sha256: String,
     /// `cpu`: the only device it is made for today.
     pub device: String,
+}
+
+fn pretrained_by_default() -> bool {
+    true
 }
 
 /// How an image becomes the network's input: shorter side to `shorterSide`, then a centre crop.
@@ -110,11 +118,22 @@ impl Registry {
         }
         let available = self.available();
         let available = if available.is_empty() { "none".to_owned() } else { available.join(", ") };
+        let root = self.root.display();
+        let export = if ocellus_crds::experiment::STANDARD_ARCHITECTURES.contains(&name) {
+            format!(
+                "Export it with `python trainer-image/export_backbones.py {name} --out {root}` where \
+                 the internet is reachable (pretrained weights; `--random-weights` gives an offline \
+                 export for shape tests only), "
+            )
+        } else {
+            "Export a standard architecture with `python trainer-image/export_backbones.py NAME --out \
+             DIR`, "
+                .to_owned()
+        };
         Err(Error::bad_input(format!(
-            "backbone {name:?} is not in {} (available: {available}). Put its folder \
-             (model.pt + manifest.json, see docs/backbones.md) there, point --backbones at a \
-             directory that has it, or run `make backbones` for the test backbone efficientnet_lite0",
-            self.root.display()
+            "backbone {name:?} is not in {root} (available: {available}). {export}point --backbones \
+             at a directory that has it, or put its folder (model.pt + manifest.json, see \
+             docs/backbones.md) there; `make backbones` converts the test backbone efficientnet_lite0"
         )))
     }
 
