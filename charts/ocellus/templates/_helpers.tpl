@@ -15,7 +15,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
-{{/* image:tag, the tag defaulting to the chart's appVersion. Call with (dict "image" .Values.x.image "chart" .Chart). */}}
+{{/* image:tag, the tag defaulting to the chart's appVersion. Arguments: (dict "image" IMAGE-VALUES "chart" .Chart). */}}
 {{- define "ocellus.image" -}}
 {{ .image.repository }}:{{ .image.tag | default .chart.AppVersion }}
 {{- end }}
