@@ -40,8 +40,12 @@ fn render_crd(crd: &Value, out: &mut String) {
         short.join("`, `"),
         one_line(schema["description"].as_str().unwrap_or_default()),
     );
-    for rule in validations(schema["properties"].get("spec").unwrap_or(&Value::Null)) {
-        let _ = writeln!(out, "\n- Rule: {rule}");
+    let rules = validations(schema["properties"].get("spec").unwrap_or(&Value::Null));
+    if !rules.is_empty() {
+        out.push_str("\nRules across spec fields:\n\n");
+        for rule in rules {
+            let _ = writeln!(out, "- {rule}");
+        }
     }
     for part in ["spec", "status"] {
         let Some(node) = schema["properties"].get(part) else { continue };
