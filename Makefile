@@ -26,7 +26,7 @@ export CARGO_TERM_COLOR  ?= never
 # The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
 export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv backbones random-backbones testdata tools build crds test test-cuda demo lint clean bench bench-import bench-embed bench-quality
+.PHONY: help setup venv backbones random-backbones testdata tools build crds api-docs test test-cuda demo lint clean bench bench-import bench-embed bench-quality
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
@@ -34,7 +34,8 @@ help:
 	@echo "make backbones  convert the pretrained test backbone into backbones/"
 	@echo "make random-backbones  export the ten standard architectures with random weights"
 	@echo "                into testdata/random-backbones/ (shape tests; ~1-2 min)"
-	@echo "make crds       regenerate crds/*.yaml from the Rust types"
+	@echo "make crds       regenerate crds/*.yaml, the chart's CRD templates and docs/api-reference.md"
+	@echo "make api-docs   regenerate docs/api-reference.md from the CRD schemas"
 	@echo "make tools      install the test tools (s3s-fs) into .tools/"
 	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
 	@echo "make bench      every benchmark (release build; see BENCHMARKS.md)"
@@ -81,6 +82,11 @@ build: venv
 
 crds:
 	cargo run --quiet -p ocellus-crds --bin crdgen
+	cargo run --quiet -p ocellus-tests --bin derived-files
+
+# The chart's CRD templates and docs/api-reference.md, both derived from crds/*.yaml.
+api-docs:
+	cargo run --quiet -p ocellus-tests --bin derived-files
 
 test: setup tools
 	cargo test --workspace
