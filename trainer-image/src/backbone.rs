@@ -8,13 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tch::{CModule, Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
 /// What a backbone folder says about its model.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackboneManifest {
     pub name: String,
@@ -47,7 +47,7 @@ pub struct BackboneManifest {
 
 /// `inference.pt`: BatchNorm folded into the convolutions, weights in channels_last; it cannot
 /// be trained and is only used on the device it was made for.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct InferenceModel {
     pub file: String,
@@ -61,7 +61,7 @@ fn pretrained_by_default() -> bool {
 }
 
 /// How an image becomes the network's input: shorter side to `shorterSide`, then a centre crop.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Resize {
     pub shorter_side: u32,
@@ -69,7 +69,7 @@ pub struct Resize {
 }
 
 /// A TorchScript method mapping features to class logits.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Classifier {
     pub method: String,

@@ -29,6 +29,7 @@ use tch::Device;
 
 use crate::backbone::{Backbone, Registry};
 use crate::embed::{EmbedOptions, Embeddings, embed};
+use crate::finetune::LinearProjection;
 use crate::image_cells::ImageCells;
 use crate::{Error, Result};
 
@@ -60,9 +61,35 @@ pub struct BundleManifest {
 pub struct ImageFeature {
     pub column: String,
     pub architecture: String,
-    /// Components kept by the projection.
+    /// Folder under `backbones/`: the architecture's name, or a fine-tuned copy's.
+    pub backbone: String,
+    /// Size of the embedding after the projection.
     pub dimension: usize,
     pub projection: String,
+}
+
+/// Backbone features → embedding: a PCA fitted on training rows, or the bottleneck learned by
+/// fine-tuning.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Projection {
+    Pca(Pca),
+    Linear(LinearProjection),
+}
+
+impl Projection {
+    pub fn transform(&self, matrix: &Matrix) -> Result<Matrix> {
+        match self {
+            Self::Pca(pca) => pca.transform(matrix).map_err(tabular_error),
+            Self::Linear(linear) => {
+                let mut out = vec![0f32; matrix.rows * linear.output_dim];
+                for (row, values) in out.chunks_exact_mut(linear.output_dim).enumerate() {
+                    linear.apply(matrix.row(row), values);
+                }
+                Matrix::new(matrix.rows, linear.output_dim, out).map_err(tabular_error)
+            }
+        }
+    }
 }
 
 /// What a trained embeddings model is made of, before it is written.
@@ -71,31 +98,29 @@ pub struct BundleParts<'a> {
     pub target_column: &'a str,
     pub target: &'a Target,
     pub columns: &'a [ColumnMeta],
-    pub projections: Vec<(ImageFeature, &'a Pca)>,
+    /// Each image feature, its projection, and the backbone folder it embeds with.
+    pub projections: Vec<(ImageFeature, &'a Projection, PathBuf)>,
     pub encoder: &'a TabularEncoder,
     pub gbm: &'a FittedGbm,
-    pub registry: &'a Registry,
 }
 
 /// Writes the bundle into `dir`, which must not exist yet (the caller renames it into place).
 pub fn write_bundle(parts: &BundleParts, dir: &Path) -> Result<()> {
     let mut files = BTreeMap::new();
-    let mut architectures: Vec<&str> = parts.projections.iter().map(|(f, _)| f.architecture.as_str()).collect();
-    architectures.dedup();
-    for architecture in architectures {
-        let source = parts.registry.root().join(architecture);
-        let target = dir.join("backbones").join(architecture);
-        create_dir(&target)?;
-        let manifest = parts.registry.manifest(architecture)?;
-        let mut names = vec!["manifest.json".to_owned(), "model.pt".to_owned()];
-        names.extend(manifest.inference.map(|i| i.file));
-        for name in names {
-            std::fs::copy(source.join(&name), target.join(&name)).map_err(Error::io(source.join(&name)))?;
-        }
-    }
     let mut images = Vec::new();
-    for (feature, pca) in &parts.projections {
-        write_json(&dir.join(&feature.projection), pca)?;
+    for (feature, projection, source) in &parts.projections {
+        let target = dir.join("backbones").join(&feature.backbone);
+        if !target.exists() {
+            create_dir(&target)?;
+            let registry = Registry::new(source.parent().expect("a backbone folder has a parent"));
+            let manifest = registry.manifest(&feature.backbone)?;
+            let mut names = vec!["manifest.json".to_owned(), "model.pt".to_owned()];
+            names.extend(manifest.inference.map(|i| i.file));
+            for name in names {
+                std::fs::copy(source.join(&name), target.join(&name)).map_err(Error::io(source.join(&name)))?;
+            }
+        }
+        write_json(&dir.join(&feature.projection), projection)?;
         images.push(feature.clone());
     }
     write_json(&dir.join("tabular.json"), parts.encoder)?;
@@ -124,7 +149,7 @@ pub struct ScoringBundle {
     pub manifest: BundleManifest,
     pub target: Target,
     backbones: BTreeMap<String, Backbone>,
-    projections: Vec<Pca>,
+    projections: Vec<Projection>,
     encoder: TabularEncoder,
     gbm: FittedGbm,
 }
@@ -166,9 +191,9 @@ impl ScoringBundle {
         let mut backbones = BTreeMap::new();
         let mut projections = Vec::new();
         for feature in &manifest.images {
-            if !backbones.contains_key(&feature.architecture) {
-                let backbone = registry.load_for_embeddings(&feature.architecture, device)?;
-                backbones.insert(feature.architecture.clone(), backbone);
+            if !backbones.contains_key(&feature.backbone) {
+                let backbone = registry.load_for_embeddings(&feature.backbone, device)?;
+                backbones.insert(feature.backbone.clone(), backbone);
             }
             projections.push(read_json(&dir.join(&feature.projection))?);
         }
@@ -206,11 +231,11 @@ impl ScoringBundle {
         progress: &ProgressBar,
     ) -> Result<Predictions> {
         let mut blocks = Vec::new();
-        for (feature, pca) in self.manifest.images.iter().zip(&self.projections) {
+        for (feature, projection) in self.manifest.images.iter().zip(&self.projections) {
             let values: Vec<Option<&Value>> = rows.iter().map(|row| row.get(&feature.column)).collect();
             let inputs = cells.resolve(&feature.column, &values)?;
-            let embeddings = embed(&self.backbones[&feature.architecture], &inputs, options, progress)?;
-            blocks.push(project(pca, &embeddings)?);
+            let embeddings = embed(&self.backbones[&feature.backbone], &inputs, options, progress)?;
+            blocks.push(project(projection, &embeddings)?);
         }
         blocks.push(self.encoder.transform(rows).map_err(tabular_error)?);
         let features = Matrix::hstack(&blocks.iter().collect::<Vec<_>>()).map_err(tabular_error)?;
@@ -219,9 +244,9 @@ impl ScoringBundle {
 }
 
 /// Projects embeddings; rows without an image stay NaN, which the GBM treats as missing.
-pub fn project(pca: &Pca, embeddings: &Embeddings) -> Result<Matrix> {
+pub fn project(projection: &Projection, embeddings: &Embeddings) -> Result<Matrix> {
     let matrix = Matrix::new(embeddings.rows(), embeddings.dim, embeddings.data.clone()).map_err(tabular_error)?;
-    let mut projected = pca.transform(&matrix).map_err(tabular_error)?;
+    let mut projected = projection.transform(&matrix)?;
     let width = projected.cols;
     for row in 0..embeddings.rows() {
         if embeddings.is_missing(row) {

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod finetune;
 pub mod image_cells;
 pub mod pipeline;
 pub mod predict;

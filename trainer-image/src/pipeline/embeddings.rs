@@ -9,7 +9,7 @@
 //!    stopping on the validation rows. The candidate with the best validation score wins.
 //! 4. The winner becomes the scoring bundle; the test Dataset is scored through the bundle.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -31,7 +31,10 @@ use serde_json::{Map, Value};
 use tch::Device;
 
 use crate::backbone::Registry;
-use crate::bundle::{BundleParts, ImageFeature, ScoringBundle, project, tabular_error, write_bundle, write_predictions};
+use crate::bundle::{
+    BundleParts, ImageFeature, Projection, ScoringBundle, project, tabular_error, write_bundle, write_predictions,
+};
+use crate::finetune::{FineTuneConfig, Objective, fine_tune};
 use crate::embed::{EmbedOptions, Embeddings, ImageInput, embed};
 use crate::image_cells::ImageCells;
 use crate::{Error, Result};
@@ -57,10 +60,19 @@ pub struct Outcome {
 /// One candidate feature set and its model.
 struct Candidate {
     dimension: i32,
-    projections: Vec<(ImageFeature, Pca)>,
+    images: Vec<(ImageFeature, Projection, PathBuf)>,
     gbm: FittedGbm,
     score: f64,
     validation: Vec<MetricValue>,
+}
+
+/// The projected embedding of one (image column, architecture) for every labelled row.
+struct ImageBlock {
+    feature: ImageFeature,
+    projection: Projection,
+    /// The backbone folder the embeddings came from.
+    source: PathBuf,
+    values: Matrix,
 }
 
 pub fn run(
@@ -89,12 +101,6 @@ pub fn run(
     check_dimensions(&spec.embeddings.dimensions)?;
     for architecture in &spec.embeddings.architectures {
         registry.manifest(architecture)?;
-    }
-    if spec.embeddings.fine_tune.enabled {
-        return Err(Error::bad_input(
-            "embeddings.fineTune.enabled is not available yet in this version of ocellus: \
-             set it to false to use the pretrained backbones as they are",
-        ));
     }
     if let Some(test) = test {
         check_same_columns(train, test)?;
@@ -128,9 +134,9 @@ pub fn run(
         valid.len()
     );
 
-    // Embeddings of every (image column, architecture).
+    // The images of every image column, checked once.
     let cells = ImageCells::new(&train.dir, &settings.cache_dir);
-    let mut embeddings: Vec<(String, String, Embeddings)> = Vec::new();
+    let mut column_inputs: Vec<(String, Vec<ImageInput>)> = Vec::new();
     for column in &image_columns {
         let values: Vec<Option<&Value>> = rows.iter().map(|row| row.get(&column.name)).collect();
         let inputs = cells.resolve(&column.name, &values)?;
@@ -140,34 +146,33 @@ pub fn run(
                 column.name
             )));
         }
-        for architecture in &spec.embeddings.architectures {
-            let backbone = registry.load_for_embeddings(architecture, settings.device)?;
-            let progress = bar(inputs.len(), &format!("embedding {} with {architecture}", column.name));
-            let started = Instant::now();
-            let result = embed(&backbone, &inputs, &settings.embed, &progress)?;
-            progress.finish_and_clear();
-            println!(
-                "{name}: {} images of {:?} through {architecture} in {:.1}s ({:.1} images/s)",
-                inputs.len(),
-                column.name,
-                started.elapsed().as_secs_f64(),
-                inputs.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
-            );
-            embeddings.push((column.name.clone(), architecture.clone(), result));
-        }
+        column_inputs.push((column.name.clone(), inputs));
     }
-
     let fit_rows: Vec<Map<String, Value>> = fit.iter().map(|&i| rows[i].clone()).collect();
     let encoder = TabularEncoder::fit(&fit_rows, &tabular_columns, spec.seed as u64).map_err(tabular_error)?;
     let tabular = encoder.transform(&rows).map_err(tabular_error)?;
 
     let mut dimensions = spec.embeddings.dimensions.clone();
     dimensions.sort_unstable();
+    let fine_tuning = &spec.embeddings.fine_tune;
+    // Pretrained embeddings are computed once and projected per dimension; fine-tuned ones
+    // come from a network trained for each dimension.
+    let pretrained = if fine_tuning.enabled {
+        Vec::new()
+    } else {
+        pretrained_embeddings(name, &column_inputs, &spec.embeddings.architectures, registry, settings)?
+    };
+    let work = out.join(".work");
     let mut candidates: Vec<Candidate> = Vec::new();
     for &dimension in &dimensions {
-        let candidate = fit_candidate(
-            dimension, &embeddings, &tabular, &encoder, &y, &fit, &valid, &target, scorer, spec.seed, settings,
-        )?;
+        let blocks = if fine_tuning.enabled {
+            let context = FineTuneContext { registry, settings, fit: &fit, y: &y, target: &target, work: &work };
+            fine_tuned_blocks(name, dimension, &column_inputs, &spec.embeddings.architectures, fine_tuning, spec.seed, &context)?
+        } else {
+            pca_blocks(dimension, &pretrained, &fit, registry)?
+        };
+        let candidate =
+            fit_candidate(dimension, blocks, &tabular, &encoder, &y, &fit, &valid, &target, scorer, spec.seed, settings)?;
         println!("{name}: dimension {dimension}: validation {scorer:?} {:.6}", candidate.score);
         candidates.push(candidate);
     }
@@ -182,12 +187,12 @@ pub fn run(
         target_column: &spec.target,
         target: &target,
         columns: &features,
-        projections: best.projections.iter().map(|(f, p)| (f.clone(), p)).collect(),
+        projections: best.images.iter().map(|(f, p, source)| (f.clone(), p, source.clone())).collect(),
         encoder: &encoder,
         gbm: &best.gbm,
-        registry,
     };
     write_bundle(&parts, &bundle_dir)?;
+    let _ = std::fs::remove_dir_all(&work);
     let final_bundle = out.join("scoring");
     if final_bundle.exists() {
         std::fs::remove_dir_all(&final_bundle).map_err(Error::io(&final_bundle))?;
@@ -216,6 +221,12 @@ pub fn run(
             architecture: Some(spec.embeddings.architectures.join("+")),
             input_size: registry.manifest(&spec.embeddings.architectures[0]).ok().map(|m| m.input_size as i32),
             embedding_dimension: Some(best.dimension),
+            epochs: fine_tuning.enabled.then_some(fine_tuning.epochs),
+            augmentations: if fine_tuning.enabled {
+                fine_tuning.augmentations.iter().map(|a| format!("{a:?}")).collect()
+            } else {
+                Vec::new()
+            },
             learner: Some("LightGBM".into()),
             score: Some(best.score),
             ..BestModel::default()
@@ -232,10 +243,159 @@ pub fn run(
     Ok(Outcome { status })
 }
 
+/// Every (column, architecture) through its pretrained backbone, once.
+fn pretrained_embeddings(
+    name: &str,
+    column_inputs: &[(String, Vec<ImageInput>)],
+    architectures: &[String],
+    registry: &Registry,
+    settings: &RunSettings,
+) -> Result<Vec<(String, String, Embeddings)>> {
+    let mut embeddings = Vec::new();
+    for (column, inputs) in column_inputs {
+        for architecture in architectures {
+            let backbone = registry.load_for_embeddings(architecture, settings.device)?;
+            let progress = bar(inputs.len(), &format!("embedding {column} with {architecture}"));
+            let started = Instant::now();
+            let result = embed(&backbone, inputs, &settings.embed, &progress)?;
+            progress.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "{name}: {} images of {column:?} through {architecture} in {seconds:.1}s ({:.1} images/s)",
+                inputs.len(),
+                inputs.len() as f64 / seconds.max(1e-9)
+            );
+            embeddings.push((column.clone(), architecture.clone(), result));
+        }
+    }
+    Ok(embeddings)
+}
+
+/// PCA of each pretrained embedding, fitted on the fit rows that have an image.
+fn pca_blocks(
+    dimension: i32,
+    embeddings: &[(String, String, Embeddings)],
+    fit: &[usize],
+    registry: &Registry,
+) -> Result<Vec<ImageBlock>> {
+    let mut blocks = Vec::new();
+    for (column, architecture, embedding) in embeddings {
+        let present: Vec<usize> = fit.iter().copied().filter(|&i| !embedding.is_missing(i)).collect();
+        let fit_matrix = Matrix::new(
+            present.len(),
+            embedding.dim,
+            present.iter().flat_map(|&i| embedding.row(i).iter().copied()).collect(),
+        )
+        .map_err(tabular_error)?;
+        let components = (dimension as usize).min(present.len().saturating_sub(1)).min(embedding.dim).max(1);
+        let projection = Projection::Pca(Pca::fit(&fit_matrix, components).map_err(tabular_error)?);
+        let values = project(&projection, embedding)?;
+        let feature = ImageFeature {
+            column: column.clone(),
+            architecture: architecture.clone(),
+            backbone: architecture.clone(),
+            dimension: components,
+            projection: format!("projections/{}.{architecture}.json", safe_file_name(column)),
+        };
+        blocks.push(ImageBlock { feature, projection, source: registry.root().join(architecture), values });
+    }
+    Ok(blocks)
+}
+
+struct FineTuneContext<'a> {
+    registry: &'a Registry,
+    settings: &'a RunSettings,
+    fit: &'a [usize],
+    y: &'a [f64],
+    target: &'a Target,
+    work: &'a Path,
+}
+
+/// Fine-tunes each architecture per image column with a bottleneck of `dimension`, then
+/// embeds every labelled row with the fine-tuned network.
+fn fine_tuned_blocks(
+    name: &str,
+    dimension: i32,
+    column_inputs: &[(String, Vec<ImageInput>)],
+    architectures: &[String],
+    spec: &ocellus_crds::experiment::FineTuneSpec,
+    seed: i64,
+    context: &FineTuneContext,
+) -> Result<Vec<ImageBlock>> {
+    let mut blocks = Vec::new();
+    for (column, inputs) in column_inputs {
+        let present: Vec<usize> =
+            context.fit.iter().copied().filter(|&i| !matches!(inputs[i], ImageInput::Missing)).collect();
+        let images: Vec<ImageInput> = present.iter().map(|&i| inputs[i].clone()).collect();
+        let labels: Vec<i64>;
+        let values: Vec<f64>;
+        let objective = match context.target.task {
+            TaskKind::Regression => {
+                values = present.iter().map(|&i| context.y[i]).collect();
+                Objective::Values(&values)
+            }
+            _ => {
+                labels = present.iter().map(|&i| context.y[i] as i64).collect();
+                Objective::Classes { labels: &labels, classes: context.target.classes.len() as i64 }
+            }
+        };
+        for architecture in architectures {
+            let backbone_name = fine_tuned_name(architecture, column, dimension);
+            let folder = context.work.join("finetuned").join(&backbone_name);
+            let config = FineTuneConfig {
+                epochs: spec.epochs.max(1) as usize,
+                augmentations: spec.augmentations.clone(),
+                batch_size: 16,
+                learning_rate: 3e-4,
+                seed: seed as u64,
+                device: context.settings.device,
+            };
+            let progress =
+                bar(images.len() * config.epochs, &format!("fine-tuning {architecture} on {column} (dimension {dimension})"));
+            let started = Instant::now();
+            let tuned =
+                fine_tune(context.registry, architecture, &images, &objective, dimension as usize, &config, &folder, &progress)?;
+            progress.finish_and_clear();
+            println!(
+                "{name}: fine-tuned {architecture} on {column:?} for dimension {dimension} in {:.1}s, loss per epoch {:?}",
+                started.elapsed().as_secs_f64(),
+                tuned.epoch_losses.iter().map(|l| (l * 1e4).round() / 1e4).collect::<Vec<_>>()
+            );
+            let registry = Registry::new(folder.parent().expect("inside the work folder"));
+            let backbone = registry.load_for_embeddings(&backbone_name, context.settings.device)?;
+            let progress = bar(inputs.len(), &format!("embedding {column} with fine-tuned {architecture}"));
+            let embeddings = embed(&backbone, inputs, &context.settings.embed, &progress)?;
+            progress.finish_and_clear();
+            let projection = Projection::Linear(tuned.bottleneck);
+            let values = project(&projection, &embeddings)?;
+            let feature = ImageFeature {
+                column: column.clone(),
+                architecture: architecture.clone(),
+                backbone: backbone_name.clone(),
+                dimension: dimension as usize,
+                projection: format!("projections/{}.{backbone_name}.json", safe_file_name(column)),
+            };
+            blocks.push(ImageBlock { feature, projection, source: folder, values });
+        }
+    }
+    Ok(blocks)
+}
+
+/// A backbone folder name for a fine-tuned copy: lower case, digits and `_`, at most 63.
+fn fine_tuned_name(architecture: &str, column: &str, dimension: i32) -> String {
+    let column: String = column
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    let mut name = format!("ft{dimension}_{architecture}_{column}");
+    name.truncate(63);
+    name
+}
+
 #[allow(clippy::too_many_arguments)]
 fn fit_candidate(
     dimension: i32,
-    embeddings: &[(String, String, Embeddings)],
+    blocks: Vec<ImageBlock>,
     tabular: &Matrix,
     encoder: &TabularEncoder,
     y: &[f64],
@@ -246,29 +406,9 @@ fn fit_candidate(
     seed: i64,
     settings: &RunSettings,
 ) -> Result<Candidate> {
-    let mut blocks = Vec::new();
-    let mut projections = Vec::new();
-    for (column, architecture, embedding) in embeddings {
-        let present: Vec<usize> = fit.iter().copied().filter(|&i| !embedding.is_missing(i)).collect();
-        let fit_matrix = Matrix::new(
-            present.len(),
-            embedding.dim,
-            present.iter().flat_map(|&i| embedding.row(i).iter().copied()).collect(),
-        )
-        .map_err(tabular_error)?;
-        let components = (dimension as usize).min(present.len().saturating_sub(1)).min(embedding.dim).max(1);
-        let pca = Pca::fit(&fit_matrix, components).map_err(tabular_error)?;
-        blocks.push(project(&pca, embedding)?);
-        let feature = ImageFeature {
-            column: column.clone(),
-            architecture: architecture.clone(),
-            dimension: components,
-            projection: format!("projections/{}.{architecture}.json", safe_file_name(column)),
-        };
-        projections.push((feature, pca));
-    }
-    blocks.push(tabular.clone());
-    let features = Matrix::hstack(&blocks.iter().collect::<Vec<_>>()).map_err(tabular_error)?;
+    let mut parts: Vec<&Matrix> = blocks.iter().map(|b| &b.values).collect();
+    parts.push(tabular);
+    let features = Matrix::hstack(&parts).map_err(tabular_error)?;
     let offset = features.cols - tabular.cols;
     let categorical: Vec<usize> = encoder.categorical_features().iter().map(|i| i + offset).collect();
     let pick = |indices: &[usize]| (features.select_rows(indices), indices.iter().map(|&i| y[i]).collect::<Vec<_>>());
@@ -283,7 +423,8 @@ fn fit_candidate(
         .find(|m| m.name == scorer_name(scorer))
         .map(|m| m.value)
         .ok_or_else(|| Error::Internal(format!("scorer {scorer:?} was not computed")))?;
-    Ok(Candidate { dimension, projections, gbm, score, validation })
+    let images = blocks.into_iter().map(|b| (b.feature, b.projection, b.source)).collect();
+    Ok(Candidate { dimension, images, gbm, score, validation })
 }
 
 fn best_candidate(candidates: &[Candidate], scorer: Scorer) -> usize {
