@@ -54,13 +54,30 @@ impl<K: kube::CustomResourceExt> CrdName for K {
     }
 }
 
-/// A cache of `K` filled by its own watch, and a future that resolves once it is filled.
-fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+/// Drops what the operator never reads from a cached Job or pod: managed fields and the
+/// manifest annotation (the largest part of a trainer pod's template).
+pub fn slim<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove(crate::jobs::MANIFEST_ANNOTATION);
+    }
+}
+
+/// Slims the pod template of a cached Job too.
+pub fn slim_job(job: &mut Job) {
+    slim(job);
+    if let Some(template) = job.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+        template.annotations = None;
+    }
+}
+
+/// A cache of `K` filled by its own watch; `trim` drops fields the operator never reads.
+fn cache<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config).default_backoff().reflect(writer).applied_objects();
+    let stream = watcher(api, config).default_backoff().modify(trim).reflect(writer).applied_objects();
     tokio::spawn(stream.for_each(|_| ready(())));
     reader
 }
@@ -72,9 +89,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ensure_crds_installed(&client).await?;
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let stores = Stores {
-        datasets: cache(Api::<Dataset>::all(client.clone()), watcher::Config::default()),
-        jobs: cache(Api::<Job>::all(client.clone()), managed.clone()),
-        pods: cache(Api::<Pod>::all(client.clone()), managed.clone()),
+        datasets: cache(Api::<Dataset>::all(client.clone()), watcher::Config::default(), slim),
+        jobs: cache(Api::<Job>::all(client.clone()), managed.clone(), slim_job),
+        pods: cache(Api::<Pod>::all(client.clone()), managed.clone(), slim),
     };
     let metrics = Arc::new(Metrics::default());
     let reports = Arc::new(Reports::default());
