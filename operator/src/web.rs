@@ -38,3 +38,42 @@ async fn ready(State(health): State<Health>) -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "caches are still loading")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(health: &Health, path: &str) -> (StatusCode, String) {
+        let response =
+            router(health.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn serves_health_readiness_and_metrics() {
+        let health =
+            Health { metrics: Arc::new(Metrics::default()), ready: Arc::new(AtomicBool::new(false)) };
+        assert_eq!(get(&health, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(&health, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        health.ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(&health, "/readyz").await.0, StatusCode::OK);
+        drop(health.metrics.reconcile("dataset"));
+        health.metrics.error("dataset", "transport");
+        let (status, text) = get(&health, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            text.contains("ocellus_reconcile_errors_total{controller=\"dataset\",kind=\"transport\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ocellus_reconcile_duration_seconds_count{controller=\"dataset\"} 1"),
+            "{text}"
+        );
+    }
+}
