@@ -60,8 +60,6 @@ pub mod reasons {
     pub const NO_PROGRESS_REPORT: &str = "NoProgressReport";
     /// Progress reports arrive again.
     pub const REPORTING: &str = "Reporting";
-    /// The resource is being deleted; its artifacts are removed (`deletionPolicy: Delete`).
-    pub const DELETING_ARTIFACTS: &str = "DeletingArtifacts";
 }
 
 /// The longest message the API server accepts in a condition.
@@ -296,7 +294,6 @@ mod tests {
             QUEUED,
             NO_PROGRESS_REPORT,
             REPORTING,
-            DELETING_ARTIFACTS,
         ] {
             assert!(is_valid_reason(reason), "{reason}");
         }
