@@ -54,6 +54,12 @@ pub mod reasons {
     pub const SUCCEEDED: &str = "Succeeded";
     /// The work failed for a reason not listed above; the message has the trainer's error.
     pub const FAILED: &str = "Failed";
+    /// The Job waits for a queue (Kueue) to admit it.
+    pub const QUEUED: &str = "Queued";
+    /// The trainer sent no progress report for longer than the operator allows.
+    pub const NO_PROGRESS_REPORT: &str = "NoProgressReport";
+    /// Progress reports arrive again.
+    pub const REPORTING: &str = "Reporting";
 }
 
 /// The longest message the API server accepts in a condition.
@@ -285,6 +291,9 @@ mod tests {
             SUSPENDED_BY_USER,
             SUCCEEDED,
             FAILED,
+            QUEUED,
+            NO_PROGRESS_REPORT,
+            REPORTING,
         ] {
             assert!(is_valid_reason(reason), "{reason}");
         }

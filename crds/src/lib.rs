@@ -9,11 +9,13 @@ pub mod condition;
 pub mod dataset;
 pub mod experiment;
 pub mod manifest;
+pub mod report;
 
 pub use condition::{ConditionStatus, NewCondition, find_condition, is_true, set_condition};
 pub use dataset::{Dataset, DatasetSpec, DatasetStatus};
 pub use experiment::{Experiment, ExperimentSpec, ExperimentStatus};
 pub use manifest::{Manifest, ManifestError, parse_manifests};
+pub use report::{DatasetReport, TrainerReport};
 
 /// API group of every Ocellus resource.
 pub const GROUP: &str = "ocellus.dev";
