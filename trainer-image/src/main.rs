@@ -40,8 +40,17 @@ enum Command {
     Run(RunArgs),
     /// Score rows (CSV) with the scoring bundle of a finished run.
     Predict(PredictArgs),
+    /// Manage an experiment's artifacts.
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
     /// Show what libtorch can use on this machine.
     Info,
+}
+
+#[derive(Subcommand)]
+enum ArtifactsCommand {
+    /// Delete one experiment's artifacts folder (what an Experiment with deletionPolicy Delete leaves).
+    Delete { location: String },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +112,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("scored {rows} rows -> {}", output.display());
             Ok(())
         }
+        Command::Artifacts(ArtifactsCommand::Delete { location }) => ocellus_trainer::artifacts::delete(&location),
         Command::Info => {
             println!("{}", device::describe());
             Ok(())

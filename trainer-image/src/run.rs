@@ -142,6 +142,12 @@ fn prepare_dataset(
             ))
         });
     };
+    // In a cluster the operator hands over the Datasets with their status: the import Job
+    // already wrote the normalized copy there.
+    let imported_at = dataset.status.as_ref().and_then(|s| s.location.as_deref()).map(PathBuf::from);
+    if let Some(location) = imported_at.filter(|l| l.join("dataset.json").is_file()) {
+        return Ok(NormalizedDataset::open(&location)?);
+    }
     if let Some(split) = &dataset.spec.source.split {
         let parent = &split.dataset_ref.name;
         if datasets.contains_key(parent) && !imported.contains(parent) {

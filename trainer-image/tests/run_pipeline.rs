@@ -279,3 +279,41 @@ fn predict_with_a_folder_that_is_not_a_bundle_says_what_to_pass() {
     assert!(text(&output).contains("is not a scoring bundle"), "{}", text(&output));
     assert!(!dir.path().join("out.csv").exists());
 }
+
+#[test]
+fn fine_tuning_trains_the_backbone_and_predict_reproduces_its_test_predictions() {
+    // Prices by photo: the cat rows are cheap, the espresso rows dear.
+    let price = |i: usize| if i % 2 == 0 { 1000 + (i * 37) % 200 } else { 5000 + (i * 53) % 200 };
+    let tiny = Tiny::new(40, |i| format!("{},{}", Tiny::photo(i), price(i)), "photo,price");
+    std::fs::write(
+        tiny.dir.path().join("experiment.yaml"),
+        "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: tiny}\nspec:\n  source: {path: table.csv}\n  format: CsvPaths\n---\n\
+         apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: tiny-train}\nspec:\n  source:\n    split: {datasetRef: {name: tiny}, percent: 75, part: First, seed: 3}\n---\n\
+         apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: tiny-test}\nspec:\n  source:\n    split: {datasetRef: {name: tiny}, percent: 75, part: Rest, seed: 3}\n---\n\
+         apiVersion: ocellus.dev/v1alpha1\nkind: Experiment\nmetadata: {name: tiny}\nspec:\n  datasetRef: {name: tiny-train}\n  testDatasetRef: {name: tiny-test}\n  target: price\n  task: Regression\n  pipeline: Embeddings\n  embeddings:\n\
+         \x20   architectures: [efficientnet_lite0]\n    dimensions: [10]\n    fineTune: {enabled: true, epochs: 1, augmentations: [HorizontalFlip, GaussNoise]}\n",
+    )
+    .unwrap();
+    let out = tiny.dir.path().join("out");
+    let status = run(&tiny.dir.path().join("experiment.yaml"), &out);
+    let best = status.best_model.unwrap();
+    assert_eq!(best.epochs, Some(1));
+    assert_eq!(best.augmentations, ["HorizontalFlip", "GaussNoise"]);
+    let bundle: Value = serde_json::from_str(&std::fs::read_to_string(out.join("scoring/bundle.json")).unwrap()).unwrap();
+    let backbone = bundle["images"][0]["backbone"].as_str().unwrap();
+    assert_eq!(backbone, "ft10_efficientnet_lite0_photo", "the bundle embeds with the fine-tuned network");
+    let projection: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scoring").join(bundle["images"][0]["projection"].as_str().unwrap())).unwrap())
+            .unwrap();
+    assert_eq!(projection["kind"], "linear", "the fine-tuned bottleneck is the projection");
+    let pretrained = std::fs::read(repo().join("backbones/efficientnet_lite0/model.pt")).unwrap();
+    let tuned = std::fs::read(out.join("scoring/backbones").join(backbone).join("model.pt")).unwrap();
+    assert_ne!(pretrained, tuned, "the weights changed");
+
+    let rows = out.join("test-rows.csv");
+    rows_as_csv(&out.join("datasets/tiny-test"), &rows, false);
+    let again = out.join("again.csv");
+    let output = predict(&out.join("scoring"), &rows, &again);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), std::fs::read_to_string(out.join("predictions.csv")).unwrap());
+}
