@@ -100,7 +100,7 @@ BENCH_GBM := $(CURDIR)/target/debug/examples/bench_gbm
 bench-gbm: setup
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	cargo build -p ocellus-tabular --example bench_gbm
-	$(PYTHON) bench/gbm/bench_gbm.py --binary $(BENCH_GBM) --work $(CURDIR)/target/bench-gbm
+	$(PYTHON) bench/gbm/bench_gbm.py --binary $(BENCH_GBM) --work $(CURDIR)/target/bench-gbm --budget 20
 
 lint:
 	cargo fmt --all --check
