@@ -18,12 +18,14 @@ pub fn top_eigen(symmetric: &Mat<f64>, k: usize) -> Result<(Vec<f64>, Mat<f64>)>
     order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
     order.truncate(k);
     let top_values = order.iter().map(|&j| values[j]).collect();
-    let top_vectors = Mat::from_fn(n, order.len(), |i, c| {
-        let j = order[c];
-        let pivot =
-            (0..n).max_by(|&a, &b| vectors[(a, j)].abs().total_cmp(&vectors[(b, j)].abs())).unwrap_or(0);
-        let sign = if vectors[(pivot, j)] < 0.0 { -1.0 } else { 1.0 };
-        sign * vectors[(i, j)]
-    });
+    let signs: Vec<f64> = order
+        .iter()
+        .map(|&j| {
+            let pivot =
+                (0..n).max_by(|&a, &b| vectors[(a, j)].abs().total_cmp(&vectors[(b, j)].abs())).unwrap_or(0);
+            if vectors[(pivot, j)] < 0.0 { -1.0 } else { 1.0 }
+        })
+        .collect();
+    let top_vectors = Mat::from_fn(n, order.len(), |i, c| signs[c] * vectors[(i, order[c])]);
     Ok((top_values, top_vectors))
 }
