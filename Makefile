@@ -26,7 +26,7 @@ export CARGO_TERM_COLOR  ?= never
 # The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
 export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv backbones random-backbones testdata tools build crds api-docs test test-cuda demo lint clean bench bench-import bench-embed bench-quality
+.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
@@ -39,8 +39,9 @@ help:
 	@echo "make tools      install the test tools (s3s-fs) into .tools/"
 	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
 	@echo "make bench      every benchmark (release build; see BENCHMARKS.md)"
+	@echo "make bench-gbm  LightGBM (ocellus-tabular) against scikit-learn's HistGradientBoosting"
 
-setup: venv backbones random-backbones testdata
+setup: venv native-deps backbones random-backbones testdata
 
 venv: $(VENV)/.installed
 
@@ -48,6 +49,11 @@ $(VENV)/.installed: trainer-image/requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r trainer-image/requirements.txt
 	touch $@
+
+# LightGBM (ocellus-tabular, through lightgbm3) is built from source: bindgen needs libclang,
+# and CMake >= 3.28 comes from the virtualenv (requirements.txt), Debian's 3.25 being too old.
+native-deps:
+	@dpkg -s libclang-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libclang-dev; }
 
 backbones: $(LITE0)
 
@@ -107,7 +113,7 @@ demo: setup testdata/photos
 	$(OCELLUS) backbone list
 	$(OCELLUS) backbone classify efficientnet_lite0 testdata/chelsea.png testdata/coffee.png
 
-bench: bench-import bench-embed bench-quality
+bench: bench-import bench-embed bench-quality bench-gbm
 
 bench-import: setup
 	cargo build --release -p ocellus-dataset --bin ocellus-dataset
@@ -120,6 +126,15 @@ bench-embed: setup
 bench-quality: setup
 	cargo build --release -p ocellus-trainer --bin ocellus
 	bash bench/quality.sh
+
+# The dev profile is enough here: the time is spent in LightGBM's C++ (always built in Release by
+# lightgbm3-sys) and dependencies are optimised in dev builds (Cargo.toml).
+BENCH_GBM := $(CURDIR)/target/debug/examples/bench_gbm
+
+bench-gbm: setup
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	cargo build -p ocellus-tabular --example bench_gbm
+	$(PYTHON) bench/gbm/bench_gbm.py --binary $(BENCH_GBM) --work $(CURDIR)/target/bench-gbm --budget 20
 
 lint:
 	cargo fmt --all --check
