@@ -112,6 +112,12 @@ demo: setup testdata/photos
 	@echo "== the pretrained test backbone, classifying real photos (ImageNet 281-285 are cats, 967 is espresso)"
 	$(OCELLUS) backbone list
 	$(OCELLUS) backbone classify efficientnet_lite0 testdata/chelsea.png testdata/coffee.png
+	@echo "== the embeddings pipeline end to end: real photos + mileage, colour, description -> price"
+	$(OCELLUS) run examples/local/photo-prices.yaml --out out/photo-prices --gbm-seconds 20
+	@head -c 1500 out/photo-prices/result.json; echo
+	@echo "== scoring rows with the bundle (image cells are paths relative to the CSV)"
+	$(OCELLUS) predict --bundle out/photo-prices/scoring --input testdata/sets/photo-prices/table.csv --output out/photo-prices/all-rows.csv
+	@head -5 out/photo-prices/all-rows.csv
 
 bench: bench-import bench-embed bench-quality bench-gbm
 

@@ -55,7 +55,11 @@ pub fn as_label(value: &Value) -> Option<String> {
         Value::Null => None,
         Value::String(s) if s.trim().is_empty() => None,
         Value::String(s) => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
+        // Imported tables store every number as a float: the label 3 arrives as 3.0.
+        Value::Number(n) => Some(match n.as_f64() {
+            Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+            _ => n.to_string(),
+        }),
         Value::Bool(b) => Some(b.to_string()),
         other => Some(other.to_string()),
     }
