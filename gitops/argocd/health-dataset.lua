@@ -1,6 +1,8 @@
 -- Argo CD health of an Ocellus Dataset (ocellus.dev/v1alpha1), from its Ready condition.
--- Ready=True: Healthy. Ready=False with Importing or WaitingForDataset: Progressing.
--- Ready=False with any other reason (BadInput, SourceUnreachable, InvalidSpec, Failed, ...): Degraded.
+-- Ready=True: Healthy. Ready=False while the import waits or runs (Importing, WaitingForDataset,
+-- Unschedulable, Evicted, Queued): Progressing.
+-- Ready=False with any other reason (BadInput, SourceUnreachable, ImagePullBackOff, OOMKilled,
+-- DeadlineExceeded, Failed, ...): Degraded.
 local hs = {}
 
 local function condition(type_)
@@ -30,6 +32,9 @@ if obj.status ~= nil and obj.status.observedGeneration ~= nil and generation ~= 
   return hs
 end
 
+local waiting = {
+  Importing = true, WaitingForDataset = true, Unschedulable = true, Evicted = true, Queued = true,
+}
 local ready = condition("Ready")
 if ready == nil then
   hs.status = "Progressing"
@@ -37,7 +42,7 @@ if ready == nil then
 elseif ready.status == "True" then
   hs.status = "Healthy"
   hs.message = describe(ready)
-elseif ready.reason == "Importing" or ready.reason == "WaitingForDataset" or ready.status == "Unknown" then
+elseif waiting[ready.reason] or ready.status == "Unknown" then
   hs.status = "Progressing"
   hs.message = describe(ready)
 else

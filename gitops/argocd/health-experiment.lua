@@ -1,6 +1,7 @@
 -- Argo CD health of an Ocellus Experiment (ocellus.dev/v1alpha1), from its conditions.
--- Failed=True or ProgressStalled=True: Degraded. Succeeded=True: Healthy.
--- Suspended=True (or spec.suspend before the operator saw it): Suspended.
+-- Failed=True or ProgressStalled=True (NoProgressReport): Degraded. Succeeded=True: Healthy.
+-- Suspended=True (SuspendedByUser, or Queued while Kueue holds the Job; or spec.suspend before
+-- the operator saw it): Suspended.
 -- A trainer pod whose image cannot be pulled: Degraded (the Job would retry forever).
 -- Anything else (waiting for a Dataset, unschedulable, training): Progressing.
 local hs = {}

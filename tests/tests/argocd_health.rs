@@ -45,6 +45,11 @@ fn dataset_health_follows_the_ready_condition() {
             "Progressing",
         ),
         (vec![condition(types::READY, "Unknown", reasons::EVICTED, "")], "Progressing"),
+        (vec![condition(types::READY, "False", reasons::EVICTED, "the Job retries")], "Progressing"),
+        (vec![condition(types::READY, "False", reasons::UNSCHEDULABLE, "no node fits")], "Progressing"),
+        (vec![condition(types::READY, "False", reasons::QUEUED, "")], "Progressing"),
+        (vec![condition(types::READY, "False", reasons::IMAGE_PULL_BACK_OFF, "ghcr.io/x")], "Degraded"),
+        (vec![condition(types::READY, "False", reasons::DEADLINE_EXCEEDED, "")], "Degraded"),
         (vec![condition(types::READY, "False", reasons::BAD_INPUT, "no images found")], "Degraded"),
         (vec![condition(types::READY, "False", reasons::SOURCE_UNREACHABLE, "403 from S3")], "Degraded"),
         (vec![condition(types::READY, "False", reasons::FAILED, "")], "Degraded"),
@@ -89,10 +94,26 @@ fn experiment_health_follows_the_summary_conditions() {
             ],
             "Degraded",
         ),
-        (vec![running.clone(), condition(types::PROGRESS_STALLED, "True", "NoReport", "")], "Degraded"),
-        (vec![running.clone(), condition(types::PROGRESS_STALLED, "False", "Reporting", "")], "Progressing"),
+        (
+            vec![
+                running.clone(),
+                condition(types::PROGRESS_STALLED, "True", reasons::NO_PROGRESS_REPORT, ""),
+            ],
+            "Degraded",
+        ),
+        (
+            vec![running.clone(), condition(types::PROGRESS_STALLED, "False", reasons::REPORTING, "")],
+            "Progressing",
+        ),
         (vec![condition(types::SUSPENDED, "True", reasons::SUSPENDED_BY_USER, "")], "Suspended"),
-        (vec![condition(types::SUSPENDED, "False", "Resumed", ""), running.clone()], "Progressing"),
+        (vec![condition(types::SUSPENDED, "False", reasons::TRAINING, ""), running.clone()], "Progressing"),
+        (
+            vec![
+                condition(types::SUSPENDED, "True", reasons::QUEUED, "the Job waits for its queue"),
+                condition(types::RUNNING, "False", reasons::QUEUED, "the Job waits for its queue"),
+            ],
+            "Suspended",
+        ),
         (vec![], "Progressing"),
     ];
     for (conditions, expected) in cases {

@@ -1,7 +1,8 @@
 //! The Helm chart, checked without a helm binary (none can be installed here): CRD templates in
 //! sync with crds/, values against their schema, every value documented and used, every template
 //! well-formed YAML once its `{{ }}` actions are blanked, RBAC equal to operator/rbac-rules.yaml,
-//! and the Deployment wired as the operator contract says.
+//! the Deployment setting exactly the environment the operator reads, and the dashboard and alerts
+//! using exactly the metrics the operator exports.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -329,23 +330,25 @@ fn trainer_pods_get_a_service_account_with_no_rights_and_no_token() {
     }
 }
 
-/// The environment of `ocellus-operator run`, from the operator contract.
-const CONTRACT_ENV: [&str; 14] = [
-    "POD_NAME",
-    "POD_NAMESPACE",
-    "RUST_LOG",
-    "OCELLUS_TRAINER_IMAGE",
-    "OCELLUS_TRAINER_PULL_SECRETS",
-    "OCELLUS_GPU_RESOURCE",
-    "OCELLUS_ARTIFACTS",
-    "OCELLUS_ARTIFACTS_SECRET",
-    "OCELLUS_S3_ENDPOINT",
-    "OCELLUS_BACKBONES",
-    "OCELLUS_METRICS_ADDR",
-    "OCELLUS_STATUS_ADDR",
-    "OCELLUS_STATUS_URL",
-    "OCELLUS_PROGRESS_TIMEOUT_SECONDS",
-];
+/// The flags of `ocellus-operator run`, as clap parses them.
+#[derive(clap::Parser)]
+struct OperatorRun {
+    #[command(flatten)]
+    config: ocellus_operator::config::Config,
+}
+
+/// The environment variables the operator reads (from its flags), plus RUST_LOG for tracing.
+fn operator_env() -> BTreeSet<String> {
+    use clap::CommandFactory;
+    let mut names: BTreeSet<String> = OperatorRun::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .collect();
+    assert!(names.len() > 10, "the operator's flags lost their env names: {names:?}");
+    names.insert("RUST_LOG".into());
+    names
+}
 
 #[test]
 fn the_deployment_runs_the_operator_as_the_contract_says() {
@@ -358,9 +361,9 @@ fn the_deployment_runs_the_operator_as_the_contract_says() {
     assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     let container = &pod["containers"][0];
     assert_eq!(container["args"], serde_json::json!(["run"]));
-    let env: BTreeSet<&str> =
-        container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(env, CONTRACT_ENV.into_iter().collect());
+    let env: BTreeSet<String> =
+        container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(env, operator_env(), "the Deployment must set exactly the variables the operator reads");
     let field = |name: &str| {
         container["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["valueFrom"]["fieldRef"]
             ["fieldPath"]
@@ -397,17 +400,31 @@ fn the_service_exposes_metrics_and_the_status_server_by_name() {
     assert_eq!(ports, [("metrics".to_owned(), 8080), ("status".to_owned(), 8081)]);
 }
 
-/// The operator's metric names the dashboard and the alerts rely on. The operator is written in
-/// parallel with this chart; these are the names agreed for it, and this list is what to compare
-/// with its registry once it exists.
-const OPERATOR_METRICS: [&str; 6] = [
-    "ocellus_reconciliations_total",
-    "ocellus_reconcile_errors_total",
-    "ocellus_reconcile_duration_seconds",
-    "ocellus_experiments",
-    "ocellus_best_score",
-    "ocellus_trainer_images_processed_total",
-];
+/// The metric names the operator exports, read from its registry's text exposition: a counter
+/// `x` is scraped as `x_total`, a histogram by its base name (see [`metrics_in`]).
+fn operator_metrics() -> BTreeSet<String> {
+    use ocellus_operator::metrics::{Metrics, ObjectState};
+    // A family without series is not rendered at all, so give every one a series first.
+    let metrics = Metrics::default();
+    drop(metrics.reconcile("experiment"));
+    metrics.error("experiment", "conflict");
+    metrics.report_accepted();
+    let state =
+        ObjectState { condition: "Running".into(), best: Some(("RMSE".into(), 1.0)), trials: [1, 0, 0] };
+    metrics.observe("Experiment", "ml", "a", Some(state));
+    let text = metrics.render();
+    let names: BTreeSet<String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|line| match line.split_once(' ') {
+            Some((name, "counter")) => format!("{name}_total"),
+            Some((name, _)) => name.to_owned(),
+            None => panic!("malformed TYPE line {line:?}"),
+        })
+        .collect();
+    assert!(names.len() >= 7, "{text}");
+    names
+}
 
 /// The metric names an expression uses (histogram series map back to their histogram).
 fn metrics_in(expr: &str) -> BTreeSet<String> {
@@ -446,8 +463,7 @@ fn dashboard_and_alerts_use_only_the_operators_metrics_and_cover_all_of_them() {
     for alert in alerts {
         used.extend(metrics_in(alert["expr"].as_str().unwrap()));
     }
-    let known: BTreeSet<String> = OPERATOR_METRICS.iter().map(|m| m.to_string()).collect();
-    assert_eq!(used, known);
+    assert_eq!(used, operator_metrics(), "the dashboard and alerts must use exactly the operator's metrics");
 }
 
 #[test]
