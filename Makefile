@@ -126,11 +126,11 @@ bench-import: setup
 	bash bench/import.sh
 
 bench-embed: setup
-	cargo build --release -p ocellus-trainer --example embed_bench
+	cargo build -p ocellus-trainer --example embed_bench
 	bash bench/embed.sh
 
 bench-quality: setup
-	cargo build --release -p ocellus-trainer --bin ocellus
+	cargo build -p ocellus-trainer --bin ocellus
 	bash bench/quality.sh
 
 # The dev profile is enough here: the time is spent in LightGBM's C++ (always built in Release by
