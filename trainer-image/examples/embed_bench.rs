@@ -16,9 +16,13 @@ use tch::{Device, Kind, Tensor};
 
 fn main() -> ocellus_trainer::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: embed_bench model|files BACKBONE [DIR] [--batch N] [--images N] [--threads N] [--decoders N]";
+    let usage =
+        "usage: embed_bench model|files BACKBONE [DIR] [--batch N] [--images N] [--threads N] [--decoders N]";
     let flag = |name: &str, default: usize| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map_or(default, |v| v.parse().expect(usage))
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().expect(usage))
     };
     let (mode, name) = (args.get(1).expect(usage).as_str(), args.get(2).expect(usage));
     let batch = flag("--batch", 16);

@@ -117,7 +117,8 @@ pub fn write_bundle(parts: &BundleParts, dir: &Path) -> Result<()> {
             let mut names = vec!["manifest.json".to_owned(), "model.pt".to_owned()];
             names.extend(manifest.inference.map(|i| i.file));
             for name in names {
-                std::fs::copy(source.join(&name), target.join(&name)).map_err(Error::io(source.join(&name)))?;
+                std::fs::copy(source.join(&name), target.join(&name))
+                    .map_err(Error::io(source.join(&name)))?;
             }
         }
         write_json(&dir.join(&feature.projection), projection)?;
@@ -168,8 +169,9 @@ impl ScoringBundle {
                 Error::io(&path)(error)
             }
         })?;
-        let manifest: BundleManifest = serde_json::from_str(&text)
-            .map_err(|error| Error::bad_input(format!("{}: not a bundle manifest: {error}", path.display())))?;
+        let manifest: BundleManifest = serde_json::from_str(&text).map_err(|error| {
+            Error::bad_input(format!("{}: not a bundle manifest: {error}", path.display()))
+        })?;
         if manifest.format != BUNDLE_FORMAT {
             return Err(Error::bad_input(format!(
                 "{}: bundle format {} is not {BUNDLE_FORMAT}; score it with the ocellus version that wrote it ({})",
@@ -245,7 +247,8 @@ impl ScoringBundle {
 
 /// Projects embeddings; rows without an image stay NaN, which the GBM treats as missing.
 pub fn project(projection: &Projection, embeddings: &Embeddings) -> Result<Matrix> {
-    let matrix = Matrix::new(embeddings.rows(), embeddings.dim, embeddings.data.clone()).map_err(tabular_error)?;
+    let matrix =
+        Matrix::new(embeddings.rows(), embeddings.dim, embeddings.data.clone()).map_err(tabular_error)?;
     let mut projected = projection.transform(&matrix)?;
     let width = projected.cols;
     for row in 0..embeddings.rows() {
@@ -259,7 +262,8 @@ pub fn project(projection: &Projection, embeddings: &Embeddings) -> Result<Matri
 /// Writes predictions as CSV: `prediction`, then one `p_<class>` column per class. Floats are
 /// written in Rust's shortest round-trip form, so equal files mean equal predictions.
 pub fn write_predictions(path: &Path, target: &Target, predictions: &Predictions) -> Result<()> {
-    let mut writer = csv::Writer::from_path(path).map_err(|e| Error::bad_input(format!("{}: {e}", path.display())))?;
+    let mut writer =
+        csv::Writer::from_path(path).map_err(|e| Error::bad_input(format!("{}: {e}", path.display())))?;
     let mut header = vec!["prediction".to_owned()];
     header.extend(target.classes.iter().map(|class| format!("p_{class}")));
     let csv_error = |e: csv::Error| Error::bad_input(format!("{}: {e}", path.display()));
@@ -305,7 +309,8 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    serde_json::from_str(&text).map_err(|error| Error::bad_input(format!("{}: unreadable: {error}", path.display())))
+    serde_json::from_str(&text)
+        .map_err(|error| Error::bad_input(format!("{}: unreadable: {error}", path.display())))
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -141,9 +141,8 @@ fn assemble_batches(
     let mut rows = Vec::with_capacity(batch_size);
     let mut batch = Vec::with_capacity(batch_size * preprocess.len());
     while expected < total {
-        let (index, decoded) = receiver
-            .recv()
-            .map_err(|_| Error::Internal("an image decoding thread stopped early".into()))?;
+        let (index, decoded) =
+            receiver.recv().map_err(|_| Error::Internal("an image decoding thread stopped early".into()))?;
         waiting.insert(index, decoded);
         while let Some(decoded) = waiting.remove(&expected) {
             if let Some(values) = decoded? {
@@ -174,7 +173,9 @@ mod tests {
         let (sender, receiver) = sync_channel(16);
         let item = |v: f32| Ok(Some(vec![v; 12]));
         // Out of order, with a missing image at row 2.
-        for (index, decoded) in [(1, item(1.0)), (0, item(0.0)), (3, item(3.0)), (2, Ok(None)), (4, item(4.0))] {
+        for (index, decoded) in
+            [(1, item(1.0)), (0, item(0.0)), (3, item(3.0)), (2, Ok(None)), (4, item(4.0))]
+        {
             sender.send((index, decoded)).unwrap();
         }
         let mut seen = Vec::new();

@@ -86,7 +86,8 @@ pub fn fine_tune(
     let manifest = registry.manifest(architecture)?;
     let preprocess = Preprocess::from(&manifest);
     let vs = nn::VarStore::new(config.device);
-    let mut module = tch::TrainableCModule::load(registry.root().join(architecture).join("model.pt"), vs.root())?;
+    let mut module =
+        tch::TrainableCModule::load(registry.root().join(architecture).join("model.pt"), vs.root())?;
     let feature_dim = manifest.feature_dim;
     let bottleneck = nn::linear(vs.root() / "bottleneck", feature_dim, dimension as i64, Default::default());
     let outputs = match objective {
@@ -125,7 +126,10 @@ pub fn fine_tune(
                 }
                 Objective::Values(values) => {
                     let targets: Vec<f32> = rows.iter().map(|&r| ((values[r] - mean) / std) as f32).collect();
-                    output.squeeze_dim(1).mse_loss(&Tensor::from_slice(&targets).to_device(config.device), tch::Reduction::Mean)
+                    output.squeeze_dim(1).mse_loss(
+                        &Tensor::from_slice(&targets).to_device(config.device),
+                        tch::Reduction::Mean,
+                    )
                 }
             };
             optimizer.backward_step(&loss);
@@ -168,17 +172,24 @@ fn standardisation(values: &[f64]) -> (f64, f64) {
 
 /// The pretrained manifest, pointing at the fine-tuned weights (and without the frozen
 /// inference model, which holds the pretrained ones).
-fn write_manifest(original: &BackboneManifest, folder: &Path, model: &Path, architecture: &str) -> Result<()> {
+fn write_manifest(
+    original: &BackboneManifest,
+    folder: &Path,
+    model: &Path,
+    architecture: &str,
+) -> Result<()> {
     let source = registry_manifest_json(original)?;
     let mut json: serde_json::Value = source;
     json["name"] = serde_json::Value::String(folder_name(folder)?);
     json["modelSha256"] = serde_json::Value::String(ocellus_dataset::digest::sha256_file(model)?);
-    json["source"] = serde_json::Value::String(format!("{} (fine-tuned by ocellus from {architecture})", original.source));
+    json["source"] =
+        serde_json::Value::String(format!("{} (fine-tuned by ocellus from {architecture})", original.source));
     if let Some(object) = json.as_object_mut() {
         object.remove("inference");
     }
     let path = folder.join("manifest.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("serialisable") + "\n").map_err(Error::io(&path))
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("serialisable") + "\n")
+        .map_err(Error::io(&path))
 }
 
 fn registry_manifest_json(manifest: &BackboneManifest) -> Result<serde_json::Value> {

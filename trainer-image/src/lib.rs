@@ -1,7 +1,7 @@
 //! The Ocellus trainer: what runs inside a trainer pod, and on a laptop as `ocellus`.
 
-pub mod augment;
 pub mod artifacts;
+pub mod augment;
 pub mod backbone;
 pub mod bundle;
 pub mod device;

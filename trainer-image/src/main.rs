@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ocellus_dataset::cli::{ImportArgs, read_manifests, run_import};
 use ocellus_trainer::backbone::Registry;
-use ocellus_trainer::preprocess::{Preprocess, open_image};
 use ocellus_trainer::predict::{self, PredictArgs};
+use ocellus_trainer::preprocess::{Preprocess, open_image};
 use ocellus_trainer::run::{self, RunArgs};
 use ocellus_trainer::{Result, device};
 use tch::Kind;
@@ -99,7 +99,11 @@ fn run(cli: Cli) -> Result<()> {
             let status = run::run(args, &registry)?;
             let best = status.best_model.unwrap_or_default();
             let score = best.score.map_or("-".to_owned(), |s| format!("{s:.6}"));
-            println!("best: {} dimension {:?} validation score {score}", best.architecture.unwrap_or_default(), best.embedding_dimension.unwrap_or_default());
+            println!(
+                "best: {} dimension {:?} validation score {score}",
+                best.architecture.unwrap_or_default(),
+                best.embedding_dimension.unwrap_or_default()
+            );
             for metric in status.metrics.map(|m| m.test).unwrap_or_default() {
                 println!("test {}: {:.6}", metric.name, metric.value);
             }
@@ -112,7 +116,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("scored {rows} rows -> {}", output.display());
             Ok(())
         }
-        Command::Artifacts(ArtifactsCommand::Delete { location }) => ocellus_trainer::artifacts::delete(&location),
+        Command::Artifacts(ArtifactsCommand::Delete { location }) => {
+            ocellus_trainer::artifacts::delete(&location)
+        }
         Command::Info => {
             println!("{}", device::describe());
             Ok(())

@@ -46,7 +46,9 @@ pub fn open_image(path: &Path) -> Result<DynamicImage> {
 /// Decodes an image held in memory (a download or inline bytes); `what` names it in errors.
 pub fn decode_image(bytes: &[u8], what: &str) -> Result<DynamicImage> {
     image::load_from_memory(bytes).map_err(|error| {
-        Error::bad_input(format!("{what}: not a readable image ({error}); give a PNG, JPEG, BMP, GIF, WebP or TIFF"))
+        Error::bad_input(format!(
+            "{what}: not a readable image ({error}); give a PNG, JPEG, BMP, GIF, WebP or TIFF"
+        ))
     })
 }
 
@@ -71,9 +73,12 @@ impl Preprocess {
         let source = ImageRef::new(width, height, image.as_raw(), PixelType::U8x3)
             .expect("an RgbImage buffer holds width * height * 3 bytes");
         let mut target = Image::new(self.crop, self.crop, PixelType::U8x3);
-        let options = ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-            .crop(left / scale, top / scale, side.min(f64::from(width)), side.min(f64::from(height)));
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
+            left / scale,
+            top / scale,
+            side.min(f64::from(width)),
+            side.min(f64::from(height)),
+        );
         Resizer::new().resize(&source, &mut target, &options).expect("same pixel types, valid crop");
         RgbImage::from_raw(self.crop, self.crop, target.into_vec()).expect("crop * crop * 3 bytes")
     }

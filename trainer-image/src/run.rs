@@ -119,7 +119,11 @@ fn pick_experiment<'a>(manifests: &'a [Manifest], name: Option<&str>, file: &Pat
             names()
         ))),
         (Some(name), _) => experiments.iter().copied().find(|e| e.name_any() == name).ok_or_else(|| {
-            Error::bad_input(format!("{} has no Experiment named {name:?} (it has: {})", file.display(), names()))
+            Error::bad_input(format!(
+                "{} has no Experiment named {name:?} (it has: {})",
+                file.display(),
+                names()
+            ))
         }),
     }
 }

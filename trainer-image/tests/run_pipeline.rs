@@ -55,10 +55,12 @@ fn metric(values: &[ocellus_crds::common::MetricValue], name: &str) -> f64 {
 /// The rows of an imported dataset as a CSV `ocellus predict` reads: image cells as absolute
 /// paths, or inline base64 when `inline` is set.
 fn rows_as_csv(dataset: &Path, csv_path: &Path, inline: bool) -> usize {
-    let meta: Value = serde_json::from_str(&std::fs::read_to_string(dataset.join("dataset.json")).unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dataset.join("dataset.json")).unwrap()).unwrap();
     let columns: Vec<String> =
         meta["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
-    let images: Vec<&str> = meta["imageColumns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let images: Vec<&str> =
+        meta["imageColumns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     let mut writer = csv::Writer::from_path(csv_path).unwrap();
     writer.write_record(&columns).unwrap();
     let table = std::fs::read_to_string(dataset.join("table.jsonl")).unwrap();
@@ -73,7 +75,10 @@ fn rows_as_csv(dataset: &Path, csv_path: &Path, inline: bool) -> usize {
                     let path = dataset.join(s);
                     if inline {
                         let bytes = std::fs::read(&path).unwrap();
-                        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+                        format!(
+                            "data:image/png;base64,{}",
+                            base64::engine::general_purpose::STANDARD.encode(bytes)
+                        )
                     } else {
                         path.display().to_string()
                     }
@@ -131,7 +136,11 @@ fn mixed_image_and_tabular_regression_runs_and_predict_reproduces_its_test_predi
     assert!(output.status.success(), "{}", text(&output));
     let expected = std::fs::read_to_string(out.path().join("predictions.csv")).unwrap();
     assert_eq!(expected.lines().count(), count + 1);
-    assert_eq!(std::fs::read_to_string(&predictions).unwrap(), expected, "predict must reproduce the run exactly");
+    assert_eq!(
+        std::fs::read_to_string(&predictions).unwrap(),
+        expected,
+        "predict must reproduce the run exactly"
+    );
 
     // Inline base64 images score the same as the files they encode.
     let inline_rows = out.path().join("inline.csv");
@@ -221,7 +230,10 @@ fn architectures() -> &'static str {
 fn a_missing_target_column_is_named_with_the_columns_there_are() {
     let tiny = Tiny::new(20, |i| format!("{},{}", Tiny::photo(i), i), "photo,price");
     let message = tiny.run_failing("", &format!("  target: cost\n{}", architectures()));
-    assert!(message.contains("target column \"cost\" is not in dataset") && message.contains("price (Numeric)"), "{message}");
+    assert!(
+        message.contains("target column \"cost\" is not in dataset") && message.contains("price (Numeric)"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -234,8 +246,10 @@ fn a_constant_target_is_refused() {
 #[test]
 fn an_unknown_architecture_lists_the_available_backbones() {
     let tiny = Tiny::new(20, |i| format!("{},{}", Tiny::photo(i), i), "photo,price");
-    let message =
-        tiny.run_failing("", "  target: price\n  task: Regression\n  embeddings: {architectures: [resnet50], dimensions: [10]}\n");
+    let message = tiny.run_failing(
+        "",
+        "  target: price\n  task: Regression\n  embeddings: {architectures: [resnet50], dimensions: [10]}\n",
+    );
     assert!(message.contains("\"resnet50\"") && message.contains("efficientnet_lite0"), "{message}");
 }
 
@@ -299,12 +313,17 @@ fn fine_tuning_trains_the_backbone_and_predict_reproduces_its_test_predictions()
     let best = status.best_model.unwrap();
     assert_eq!(best.epochs, Some(1));
     assert_eq!(best.augmentations, ["HorizontalFlip", "GaussNoise"]);
-    let bundle: Value = serde_json::from_str(&std::fs::read_to_string(out.join("scoring/bundle.json")).unwrap()).unwrap();
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scoring/bundle.json")).unwrap()).unwrap();
     let backbone = bundle["images"][0]["backbone"].as_str().unwrap();
     assert_eq!(backbone, "ft10_efficientnet_lite0_photo", "the bundle embeds with the fine-tuned network");
-    let projection: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("scoring").join(bundle["images"][0]["projection"].as_str().unwrap())).unwrap())
-            .unwrap();
+    let projection: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            out.join("scoring").join(bundle["images"][0]["projection"].as_str().unwrap()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(projection["kind"], "linear", "the fine-tuned bottleneck is the projection");
     let pretrained = std::fs::read(repo().join("backbones/efficientnet_lite0/model.pt")).unwrap();
     let tuned = std::fs::read(out.join("scoring/backbones").join(backbone).join("model.pt")).unwrap();
@@ -315,5 +334,8 @@ fn fine_tuning_trains_the_backbone_and_predict_reproduces_its_test_predictions()
     let again = out.join("again.csv");
     let output = predict(&out.join("scoring"), &rows, &again);
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(std::fs::read_to_string(&again).unwrap(), std::fs::read_to_string(out.join("predictions.csv")).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap(),
+        std::fs::read_to_string(out.join("predictions.csv")).unwrap()
+    );
 }

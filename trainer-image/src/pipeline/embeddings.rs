@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use ocellus_crds::ExperimentStatus;
+use ocellus_crds::common::MetricValue;
 use ocellus_crds::dataset::ColumnType;
 use ocellus_crds::experiment::{
     BestModel, EMBEDDING_DIMENSIONS, Experiment, Metrics, Pipeline, Scorer, TrialSummary, TrialsSummary,
 };
-use ocellus_crds::ExperimentStatus;
-use ocellus_crds::common::MetricValue;
 use ocellus_dataset::normalized::{ColumnMeta, NormalizedDataset};
 use ocellus_dataset::split::split_indices;
 use ocellus_tabular::columns::TabularEncoder;
@@ -32,10 +32,11 @@ use tch::Device;
 
 use crate::backbone::Registry;
 use crate::bundle::{
-    BundleParts, ImageFeature, Projection, ScoringBundle, project, tabular_error, write_bundle, write_predictions,
+    BundleParts, ImageFeature, Projection, ScoringBundle, project, tabular_error, write_bundle,
+    write_predictions,
 };
-use crate::finetune::{FineTuneConfig, Objective, fine_tune};
 use crate::embed::{EmbedOptions, Embeddings, ImageInput, embed};
+use crate::finetune::{FineTuneConfig, Objective, fine_tune};
 use crate::image_cells::ImageCells;
 use crate::{Error, Result};
 
@@ -87,7 +88,8 @@ pub fn run(
     let name = experiment.metadata.name.as_deref().unwrap_or("experiment");
     let columns = &train.meta.columns;
     let target_column = find_target(columns, &spec.target, &train.dir)?;
-    let features: Vec<ColumnMeta> = columns.iter().filter(|c| c.name != target_column.name).cloned().collect();
+    let features: Vec<ColumnMeta> =
+        columns.iter().filter(|c| c.name != target_column.name).cloned().collect();
     let image_columns: Vec<&ColumnMeta> = features.iter().filter(|c| c.type_ == ColumnType::Image).collect();
     let tabular_columns: Vec<(String, ColumnType)> =
         features.iter().filter(|c| c.type_ != ColumnType::Image).map(|c| (c.name.clone(), c.type_)).collect();
@@ -112,7 +114,8 @@ pub fn run(
         all_rows.into_iter().filter(|row| row.get(&spec.target).is_some_and(|v| !v.is_null())).collect();
     let target_values: Vec<Value> = rows.iter().map(|row| row[&spec.target].clone()).collect();
     let target = Target::detect(&target_values, spec.task).map_err(tabular_error)?;
-    let y: Vec<f64> = target_values.iter().map(|v| target.encode(v).expect("detected from these values")).collect();
+    let y: Vec<f64> =
+        target_values.iter().map(|v| target.encode(v).expect("detected from these values")).collect();
     let scorer = resolve_scorer(spec.scorer, target.task).map_err(tabular_error)?;
     let strata: Vec<Option<&str>> = match target.task {
         TaskKind::Regression => vec![None; rows.len()],
@@ -149,7 +152,8 @@ pub fn run(
         column_inputs.push((column.name.clone(), inputs));
     }
     let fit_rows: Vec<Map<String, Value>> = fit.iter().map(|&i| rows[i].clone()).collect();
-    let encoder = TabularEncoder::fit(&fit_rows, &tabular_columns, spec.seed as u64).map_err(tabular_error)?;
+    let encoder =
+        TabularEncoder::fit(&fit_rows, &tabular_columns, spec.seed as u64).map_err(tabular_error)?;
     let tabular = encoder.transform(&rows).map_err(tabular_error)?;
 
     let mut dimensions = spec.embeddings.dimensions.clone();
@@ -166,13 +170,23 @@ pub fn run(
     let mut candidates: Vec<Candidate> = Vec::new();
     for &dimension in &dimensions {
         let blocks = if fine_tuning.enabled {
-            let context = FineTuneContext { registry, settings, fit: &fit, y: &y, target: &target, work: &work };
-            fine_tuned_blocks(name, dimension, &column_inputs, &spec.embeddings.architectures, fine_tuning, spec.seed, &context)?
+            let context =
+                FineTuneContext { registry, settings, fit: &fit, y: &y, target: &target, work: &work };
+            fine_tuned_blocks(
+                name,
+                dimension,
+                &column_inputs,
+                &spec.embeddings.architectures,
+                fine_tuning,
+                spec.seed,
+                &context,
+            )?
         } else {
             pca_blocks(dimension, &pretrained, &fit, registry)?
         };
-        let candidate =
-            fit_candidate(dimension, blocks, &tabular, &encoder, &y, &fit, &valid, &target, scorer, spec.seed, settings)?;
+        let candidate = fit_candidate(
+            dimension, blocks, &tabular, &encoder, &y, &fit, &valid, &target, scorer, spec.seed, settings,
+        )?;
         println!("{name}: dimension {dimension}: validation {scorer:?} {:.6}", candidate.score);
         candidates.push(candidate);
     }
@@ -180,7 +194,8 @@ pub fn run(
     let best = &candidates[best_index];
 
     // The bundle, written aside and renamed into place.
-    let staging = tempfile::Builder::new().prefix(".scoring.partial-").tempdir_in(out).map_err(Error::io(out))?;
+    let staging =
+        tempfile::Builder::new().prefix(".scoring.partial-").tempdir_in(out).map_err(Error::io(out))?;
     let bundle_dir = staging.path().join("scoring");
     let parts = BundleParts {
         experiment: name,
@@ -219,7 +234,10 @@ pub fn run(
         metrics: Some(metrics),
         best_model: Some(BestModel {
             architecture: Some(spec.embeddings.architectures.join("+")),
-            input_size: registry.manifest(&spec.embeddings.architectures[0]).ok().map(|m| m.input_size as i32),
+            input_size: registry
+                .manifest(&spec.embeddings.architectures[0])
+                .ok()
+                .map(|m| m.input_size as i32),
             embedding_dimension: Some(best.dimension),
             epochs: fine_tuning.enabled.then_some(fine_tuning.epochs),
             augmentations: if fine_tuning.enabled {
@@ -350,11 +368,21 @@ fn fine_tuned_blocks(
                 seed: seed as u64,
                 device: context.settings.device,
             };
-            let progress =
-                bar(images.len() * config.epochs, &format!("fine-tuning {architecture} on {column} (dimension {dimension})"));
+            let progress = bar(
+                images.len() * config.epochs,
+                &format!("fine-tuning {architecture} on {column} (dimension {dimension})"),
+            );
             let started = Instant::now();
-            let tuned =
-                fine_tune(context.registry, architecture, &images, &objective, dimension as usize, &config, &folder, &progress)?;
+            let tuned = fine_tune(
+                context.registry,
+                architecture,
+                &images,
+                &objective,
+                dimension as usize,
+                &config,
+                &folder,
+                &progress,
+            )?;
             progress.finish_and_clear();
             println!(
                 "{name}: fine-tuned {architecture} on {column:?} for dimension {dimension} in {:.1}s, loss per epoch {:?}",
@@ -411,11 +439,14 @@ fn fit_candidate(
     let features = Matrix::hstack(&parts).map_err(tabular_error)?;
     let offset = features.cols - tabular.cols;
     let categorical: Vec<usize> = encoder.categorical_features().iter().map(|i| i + offset).collect();
-    let pick = |indices: &[usize]| (features.select_rows(indices), indices.iter().map(|&i| y[i]).collect::<Vec<_>>());
+    let pick = |indices: &[usize]| {
+        (features.select_rows(indices), indices.iter().map(|&i| y[i]).collect::<Vec<_>>())
+    };
     let (fit_x, fit_y) = pick(fit);
     let (valid_x, valid_y) = pick(valid);
     let config = GbmConfig { budget: settings.gbm_budget, seed: seed as u64, scorer, ..GbmConfig::default() };
-    let gbm = Gbm::fit(&fit_x, &fit_y, &valid_x, &valid_y, target, &categorical, &config).map_err(tabular_error)?;
+    let gbm =
+        Gbm::fit(&fit_x, &fit_y, &valid_x, &valid_y, target, &categorical, &config).map_err(tabular_error)?;
     let predictions = gbm.predict(&valid_x).map_err(tabular_error)?;
     let validation = evaluate(target, &valid_y, &predictions);
     let score = validation
@@ -429,7 +460,8 @@ fn fit_candidate(
 
 fn best_candidate(candidates: &[Candidate], scorer: Scorer) -> usize {
     let better = |a: f64, b: f64| if greater_is_better(scorer) { a > b } else { a < b };
-    (0..candidates.len()).fold(0, |best, i| if better(candidates[i].score, candidates[best].score) { i } else { best })
+    (0..candidates.len())
+        .fold(0, |best, i| if better(candidates[i].score, candidates[best].score) { i } else { best })
 }
 
 fn trials_summary(candidates: &[Candidate], scorer: Scorer, architecture: &str) -> TrialsSummary {
@@ -497,7 +529,9 @@ fn check_dimensions(dimensions: &[i32]) -> Result<()> {
         Some(bad) => Err(Error::bad_input(format!(
             "embedding dimension {bad} is not allowed; use one or more of {EMBEDDING_DIMENSIONS:?}"
         ))),
-        None if dimensions.is_empty() => Err(Error::bad_input("embeddings.dimensions is empty; give at least one")),
+        None if dimensions.is_empty() => {
+            Err(Error::bad_input("embeddings.dimensions is empty; give at least one"))
+        }
         None => Ok(()),
     }
 }
