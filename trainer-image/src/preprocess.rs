@@ -150,17 +150,21 @@ mod tests {
 
     #[test]
     fn the_crop_keeps_the_middle_of_a_wide_image() {
-        // 40x10 → shorter side 8 → 32x8 → centre 6x6 covers source columns ~12.5..27.5.
+        // 40x10 → shorter side 8 → 32x8 (scale 0.8) → centre 6x6 is resized columns 13..19,
+        // source columns 16.25..23.75. A bright band at source 18..22 fills the crop's middle
+        // columns and misses its edges.
         let mut image = image::RgbImage::new(40, 10);
         for y in 0..10 {
             for x in 0..40 {
-                let v = if (14..26).contains(&x) { 255 } else { 0 };
+                let v = if (18..22).contains(&x) { 255 } else { 0 };
                 image.put_pixel(x, y, image::Rgb([v, v, v]));
             }
         }
         let crop = preprocess().resize_and_crop(&image);
+        assert_eq!(crop.get_pixel(2, 3).0, [255, 255, 255]);
         assert_eq!(crop.get_pixel(3, 3).0, [255, 255, 255]);
-        assert!(crop.get_pixel(0, 3).0[0] < 255, "the left edge of the crop reaches the dark band");
+        assert!(crop.get_pixel(0, 3).0[0] < 128, "the crop's left edge is left of the band");
+        assert!(crop.get_pixel(5, 3).0[0] < 128, "the crop's right edge is right of the band");
     }
 
     #[test]
