@@ -12,6 +12,9 @@ only (no downloads):
     price per photo (so the model must recognise the photo from its embedding), lowered by
     mileage, raised by some colours and by "leather" in the description, plus noise.
 
+``digit-values/table.csv`` + ``digit-values/images/*.png``  the same digit scans with the digit
+    as a number (``value``): image regression for the auto image model.
+
 Deterministic for a seed; files are written to a temporary folder and renamed into place.
 """
 import argparse
@@ -36,6 +39,14 @@ WORDS = ["clean", "one owner", "new tyres", "service history", "city car", "fami
 
 
 def digits(out: str, per_class: int, seed: int) -> None:
+    for label, index, image in digit_images(per_class, seed):
+        folder = os.path.join(out, str(label))
+        os.makedirs(folder, exist_ok=True)
+        image.save(os.path.join(folder, f"{index:04d}.png"))
+
+
+def digit_images(per_class: int, seed: int):
+    """(label, index, 32x32 RGB image) of `per_class` scans per digit."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -43,12 +54,20 @@ def digits(out: str, per_class: int, seed: int) -> None:
     for label in range(10):
         indices = np.flatnonzero(data.target == label)
         chosen = rng.choice(indices, size=min(per_class, len(indices)), replace=False)
-        folder = os.path.join(out, str(label))
-        os.makedirs(folder, exist_ok=True)
         for index in sorted(chosen):
             gray = (255 - data.images[index] * (255.0 / 16.0)).astype(np.uint8)  # dark ink on white
-            image = Image.fromarray(gray, mode="L").resize((32, 32), Image.BICUBIC).convert("RGB")
-            image.save(os.path.join(folder, f"{index:04d}.png"))
+            yield label, index, Image.fromarray(gray, mode="L").resize((32, 32), Image.BICUBIC).convert("RGB")
+
+
+def digit_values(out: str, per_class: int, seed: int) -> None:
+    os.makedirs(os.path.join(out, "images"))
+    with open(os.path.join(out, "table.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "value"])
+        for label, index, image in digit_images(per_class, seed):
+            name = f"images/{index:04d}.png"
+            image.save(os.path.join(out, name))
+            writer.writerow([name, label])
 
 
 def photo_prices(out: str, rows: int, seed: int) -> None:
@@ -106,8 +125,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     write_atomically(os.path.join(args.out, "digits"), lambda d: digits(d, args.digits_per_class, args.seed))
-    write_atomically(os.path.join(args.out, "photo-prices"), lambda d: photo_prices(d, args.photo_rows, args.seed))
-    print(f"wrote {args.out}/digits and {args.out}/photo-prices")
+    write_atomically(os.path.join(args.out, "digit-values"), lambda d: digit_values(d, args.digits_per_class, args.seed))
+    if args.photo_rows > 0:
+        write_atomically(os.path.join(args.out, "photo-prices"), lambda d: photo_prices(d, args.photo_rows, args.seed))
+    print(f"wrote {args.out}/digits, digit-values and photo-prices")
 
 
 if __name__ == "__main__":

@@ -231,10 +231,21 @@ fn default_augmentations() -> Vec<Augmentation> {
 }
 
 fn augmentations_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    augmentation_set_schema(generator, &default_augmentations())
+}
+
+fn auto_image_augmentations_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    augmentation_set_schema(generator, &default_auto_image_augmentations())
+}
+
+fn augmentation_set_schema(
+    generator: &mut schemars::SchemaGenerator,
+    default: &[Augmentation],
+) -> schemars::Schema {
     let mut schema = <Vec<Augmentation>>::json_schema(generator);
     schema.insert("x-kubernetes-list-type".into(), "set".into());
     schema.insert("maxItems".into(), Augmentation::ALL.len().into());
-    schema.insert("default".into(), serde_json::json!(default_augmentations()));
+    schema.insert("default".into(), serde_json::json!(default));
     schema
 }
 
@@ -301,6 +312,20 @@ pub struct AutoImageSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "optional_architectures_schema")]
     pub architectures: Vec<String>,
+    /// Augmentations the search may train with: all of them (each at its own probability),
+    /// or one of them per image at a random strength (TrivialAugment), or none.
+    #[serde(default = "default_auto_image_augmentations")]
+    #[schemars(schema_with = "auto_image_augmentations_schema")]
+    pub augmentations: Vec<Augmentation>,
+}
+
+fn default_auto_image_augmentations() -> Vec<Augmentation> {
+    vec![
+        Augmentation::HorizontalFlip,
+        Augmentation::RandomBrightnessContrast,
+        Augmentation::ShiftScaleRotate,
+        Augmentation::HueSaturationValue,
+    ]
 }
 
 fn optional_architectures_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -324,6 +349,7 @@ impl Default for AutoImageSpec {
             max_trials: default_max_trials(),
             parallel_trials: default_parallel_trials(),
             architectures: Vec::new(),
+            augmentations: default_auto_image_augmentations(),
         }
     }
 }

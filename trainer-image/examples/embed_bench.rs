@@ -38,8 +38,8 @@ fn main() -> ocellus_trainer::Result<()> {
         "model" => {
             let total = flag("--images", 256);
             let input = Tensor::randn([batch as i64, 3, side, side], (Kind::Float, Device::Cpu));
-            backbone.features(&input)?; // warm-up: the first call of a TorchScript module optimises it
-            backbone.features(&input)?;
+            let _ = backbone.features(&input)?; // warm-up: the first call of a TorchScript module optimises it
+            let _ = backbone.features(&input)?;
             let started = Instant::now();
             let mut done = 0;
             while done < total {

@@ -66,6 +66,10 @@ fn pretrained_by_default() -> bool {
 pub struct Resize {
     pub shorter_side: u32,
     pub center_crop: u32,
+    /// Squash the whole image to `centerCrop` x `centerCrop` instead (aspect ratio ignored):
+    /// how a network trained with the `Resize` crop strategy sees its images.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub squash: bool,
 }
 
 /// A TorchScript method mapping features to class logits.

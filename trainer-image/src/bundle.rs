@@ -52,8 +52,27 @@ pub struct BundleManifest {
     pub columns: Vec<ColumnMeta>,
     /// One projected embedding per image column and architecture, in feature order.
     pub images: Vec<ImageFeature>,
+    /// The auto image model's fine-tuned network, when the bundle holds one instead of LightGBM
+    /// (then `images` is empty and there is no tabular.json or gbm/).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkModel>,
     /// sha256 of each file, relative to the bundle folder.
     pub files: BTreeMap<String, String>,
+}
+
+/// A fine-tuned network: backbone folder (TorchScript + preprocessing in its manifest) and a
+/// linear head on its pooled features.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkModel {
+    pub column: String,
+    /// Folder under `backbones/`.
+    pub backbone: String,
+    /// JSON of the head: a linear map from features to class logits or the standardised value.
+    pub head: String,
+    /// Regression: prediction = output * targetStd + targetMean.
+    pub target_mean: f64,
+    pub target_std: f64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -106,30 +125,14 @@ pub struct BundleParts<'a> {
 
 /// Writes the bundle into `dir`, which must not exist yet (the caller renames it into place).
 pub fn write_bundle(parts: &BundleParts, dir: &Path) -> Result<()> {
-    let mut files = BTreeMap::new();
     let mut images = Vec::new();
     for (feature, projection, source) in &parts.projections {
-        let target = dir.join("backbones").join(&feature.backbone);
-        if !target.exists() {
-            create_dir(&target)?;
-            let registry = Registry::new(source.parent().expect("a backbone folder has a parent"));
-            let manifest = registry.manifest(&feature.backbone)?;
-            let mut names = vec!["manifest.json".to_owned(), "model.pt".to_owned()];
-            names.extend(manifest.inference.map(|i| i.file));
-            for name in names {
-                std::fs::copy(source.join(&name), target.join(&name))
-                    .map_err(Error::io(source.join(&name)))?;
-            }
-        }
+        copy_backbone(source, &dir.join("backbones").join(&feature.backbone))?;
         write_json(&dir.join(&feature.projection), projection)?;
         images.push(feature.clone());
     }
     write_json(&dir.join("tabular.json"), parts.encoder)?;
     parts.gbm.save(&dir.join("gbm")).map_err(tabular_error)?;
-    for path in walk(dir)? {
-        let relative = path.strip_prefix(dir).expect("walk stays inside").to_string_lossy().into_owned();
-        files.insert(relative, ocellus_dataset::digest::sha256_file(&path)?);
-    }
     let manifest = BundleManifest {
         format: BUNDLE_FORMAT,
         ocellus_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -139,8 +142,64 @@ pub fn write_bundle(parts: &BundleParts, dir: &Path) -> Result<()> {
         classes: parts.target.classes.clone(),
         columns: parts.columns.to_vec(),
         images,
-        files,
+        network: None,
+        files: BTreeMap::new(),
     };
+    write_manifest_with_digests(dir, manifest)
+}
+
+/// What a trained auto image model is made of, before it is written.
+pub struct NetworkBundleParts<'a> {
+    pub experiment: &'a str,
+    pub target_column: &'a str,
+    pub target: &'a Target,
+    pub columns: &'a [ColumnMeta],
+    pub network: NetworkModel,
+    /// The fine-tuned backbone folder (model.pt + manifest.json).
+    pub backbone: &'a Path,
+    pub head: &'a LinearProjection,
+}
+
+/// Writes an auto image model's bundle into `dir`, which must not exist yet.
+pub fn write_network_bundle(parts: &NetworkBundleParts, dir: &Path) -> Result<()> {
+    copy_backbone(parts.backbone, &dir.join("backbones").join(&parts.network.backbone))?;
+    write_json(&dir.join(&parts.network.head), parts.head)?;
+    let manifest = BundleManifest {
+        format: BUNDLE_FORMAT,
+        ocellus_version: env!("CARGO_PKG_VERSION").to_owned(),
+        experiment: parts.experiment.to_owned(),
+        target: parts.target_column.to_owned(),
+        task: parts.target.task,
+        classes: parts.target.classes.clone(),
+        columns: parts.columns.to_vec(),
+        images: Vec::new(),
+        network: Some(parts.network.clone()),
+        files: BTreeMap::new(),
+    };
+    write_manifest_with_digests(dir, manifest)
+}
+
+fn copy_backbone(source: &Path, target: &Path) -> Result<()> {
+    if target.exists() {
+        return Ok(());
+    }
+    create_dir(target)?;
+    let name = source.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let registry = Registry::new(source.parent().expect("a backbone folder has a parent"));
+    let manifest = registry.manifest(name)?;
+    let mut names = vec!["manifest.json".to_owned(), "model.pt".to_owned()];
+    names.extend(manifest.inference.map(|i| i.file));
+    for name in names {
+        std::fs::copy(source.join(&name), target.join(&name)).map_err(Error::io(source.join(&name)))?;
+    }
+    Ok(())
+}
+
+fn write_manifest_with_digests(dir: &Path, mut manifest: BundleManifest) -> Result<()> {
+    for path in walk(dir)? {
+        let relative = path.strip_prefix(dir).expect("walk stays inside").to_string_lossy().into_owned();
+        manifest.files.insert(relative, ocellus_dataset::digest::sha256_file(&path)?);
+    }
     write_json(&dir.join("bundle.json"), &manifest)
 }
 
@@ -151,8 +210,11 @@ pub struct ScoringBundle {
     pub target: Target,
     backbones: BTreeMap<String, Backbone>,
     projections: Vec<Projection>,
-    encoder: TabularEncoder,
-    gbm: FittedGbm,
+    /// The embeddings pipeline's model.
+    encoder: Option<TabularEncoder>,
+    gbm: Option<FittedGbm>,
+    /// The auto image model's head.
+    head: Option<LinearProjection>,
 }
 
 impl ScoringBundle {
@@ -199,10 +261,17 @@ impl ScoringBundle {
             }
             projections.push(read_json(&dir.join(&feature.projection))?);
         }
-        let encoder = read_json(&dir.join("tabular.json"))?;
-        let gbm = FittedGbm::load(&dir.join("gbm")).map_err(tabular_error)?;
+        let (mut encoder, mut gbm, mut head) = (None, None, None);
+        if let Some(network) = &manifest.network {
+            backbones
+                .insert(network.backbone.clone(), registry.load_for_embeddings(&network.backbone, device)?);
+            head = Some(read_json(&dir.join(&network.head))?);
+        } else {
+            encoder = Some(read_json(&dir.join("tabular.json"))?);
+            gbm = Some(FittedGbm::load(&dir.join("gbm")).map_err(tabular_error)?);
+        }
         let target = Target { task: manifest.task, classes: manifest.classes.clone() };
-        Ok(Self { dir: dir.to_owned(), manifest, target, backbones, projections, encoder, gbm })
+        Ok(Self { dir: dir.to_owned(), manifest, target, backbones, projections, encoder, gbm, head })
     }
 
     /// Checks that `columns` has every column the model needs, by name.
@@ -232,6 +301,12 @@ impl ScoringBundle {
         options: &EmbedOptions,
         progress: &ProgressBar,
     ) -> Result<Predictions> {
+        if let (Some(network), Some(head)) = (&self.manifest.network, &self.head) {
+            return self.predict_with_network(network, head, rows, cells, options, progress);
+        }
+        let (Some(encoder), Some(gbm)) = (&self.encoder, &self.gbm) else {
+            return Err(Error::Internal("the bundle has neither a network nor a GBM".into()));
+        };
         let mut blocks = Vec::new();
         for (feature, projection) in self.manifest.images.iter().zip(&self.projections) {
             let values: Vec<Option<&Value>> = rows.iter().map(|row| row.get(&feature.column)).collect();
@@ -239,9 +314,43 @@ impl ScoringBundle {
             let embeddings = embed(&self.backbones[&feature.backbone], &inputs, options, progress)?;
             blocks.push(project(projection, &embeddings)?);
         }
-        blocks.push(self.encoder.transform(rows).map_err(tabular_error)?);
+        blocks.push(encoder.transform(rows).map_err(tabular_error)?);
         let features = Matrix::hstack(&blocks.iter().collect::<Vec<_>>()).map_err(tabular_error)?;
-        self.gbm.predict(&features).map_err(tabular_error)
+        gbm.predict(&features).map_err(tabular_error)
+    }
+
+    fn predict_with_network(
+        &self,
+        network: &NetworkModel,
+        head: &LinearProjection,
+        rows: &[Map<String, Value>],
+        cells: &ImageCells,
+        options: &EmbedOptions,
+        progress: &ProgressBar,
+    ) -> Result<Predictions> {
+        let values: Vec<Option<&Value>> = rows.iter().map(|row| row.get(&network.column)).collect();
+        let inputs = cells.resolve(&network.column, &values)?;
+        if let Some(row) = inputs.iter().position(|i| matches!(i, crate::embed::ImageInput::Missing)) {
+            return Err(Error::bad_input(format!(
+                "row {}: column {:?} has no image; the auto image model scores only rows with an image",
+                row + 1,
+                network.column
+            )));
+        }
+        let features = embed(&self.backbones[&network.backbone], &inputs, options, progress)?;
+        let mut outputs = vec![0f32; rows.len() * head.output_dim];
+        for (row, out) in outputs.chunks_exact_mut(head.output_dim).enumerate() {
+            head.apply(features.row(row), out);
+        }
+        Ok(match self.target.task {
+            TaskKind::Regression => Predictions::Regression(
+                outputs.iter().map(|&v| f64::from(v) * network.target_std + network.target_mean).collect(),
+            ),
+            _ => Predictions::Probabilities {
+                classes: head.output_dim,
+                data: outputs.chunks_exact(head.output_dim).flat_map(softmax).collect(),
+            },
+        })
     }
 }
 
@@ -281,6 +390,13 @@ pub fn write_predictions(path: &Path, target: &Target, predictions: &Predictions
         writer.write_record(&record).map_err(csv_error)?;
     }
     writer.flush().map_err(Error::io(path))
+}
+
+fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
 }
 
 fn argmax(values: &[f64]) -> usize {

@@ -28,7 +28,7 @@ pub enum ImageInput {
 }
 
 impl ImageInput {
-    fn decode(&self) -> Result<Option<image::RgbImage>> {
+    pub(crate) fn decode(&self) -> Result<Option<image::RgbImage>> {
         Ok(match self {
             Self::Path(path) => Some(open_image(path)?.to_rgb8()),
             Self::Bytes(bytes, what) => Some(decode_image(bytes, what)?.to_rgb8()),
@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     fn preprocess() -> Preprocess {
-        Preprocess { shorter_side: 2, crop: 2, mean: [0.0; 3], std: [1.0; 3] }
+        Preprocess { shorter_side: 2, crop: 2, squash: false, mean: [0.0; 3], std: [1.0; 3] }
     }
 
     #[test]

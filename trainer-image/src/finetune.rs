@@ -163,7 +163,7 @@ fn decode(input: &ImageInput) -> Result<image::RgbImage> {
     }
 }
 
-fn standardisation(values: &[f64]) -> (f64, f64) {
+pub(crate) fn standardisation(values: &[f64]) -> (f64, f64) {
     let n = values.len().max(1) as f64;
     let mean = values.iter().sum::<f64>() / n;
     let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;

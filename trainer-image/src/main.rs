@@ -45,6 +45,29 @@ enum Command {
     Artifacts(ArtifactsCommand),
     /// Show what libtorch can use on this machine.
     Info,
+    /// One trial of the auto image model's search (started by `ocellus run`).
+    #[command(hide = true)]
+    Trial(TrialArgs),
+}
+
+#[derive(clap::Args)]
+struct TrialArgs {
+    /// The search's trials folder (data.json, one folder per trial).
+    #[arg(long)]
+    work: PathBuf,
+    #[arg(long)]
+    id: usize,
+    /// Train until this many epochs are done.
+    #[arg(long)]
+    until: usize,
+    /// UNIX time by which the trial must stop.
+    #[arg(long)]
+    deadline: f64,
+    /// libtorch threads.
+    #[arg(long)]
+    threads: Option<i32>,
+    #[arg(long)]
+    cpu: bool,
 }
 
 #[derive(Subcommand)]
@@ -99,11 +122,20 @@ fn run(cli: Cli) -> Result<()> {
             let status = run::run(args, &registry)?;
             let best = status.best_model.unwrap_or_default();
             let score = best.score.map_or("-".to_owned(), |s| format!("{s:.6}"));
-            println!(
-                "best: {} dimension {:?} validation score {score}",
-                best.architecture.unwrap_or_default(),
-                best.embedding_dimension.unwrap_or_default()
-            );
+            match best.embedding_dimension {
+                Some(dimension) => println!(
+                    "best: {} dimension {dimension} validation score {score}",
+                    best.architecture.unwrap_or_default()
+                ),
+                None => println!(
+                    "best: {} {}px {} lr {:.2e} {} epochs, validation score {score}",
+                    best.architecture.unwrap_or_default(),
+                    best.input_size.unwrap_or_default(),
+                    best.optimizer.unwrap_or_default(),
+                    best.learning_rate.unwrap_or_default(),
+                    best.epochs.unwrap_or_default()
+                ),
+            }
             for metric in status.metrics.map(|m| m.test).unwrap_or_default() {
                 println!("test {}: {:.6}", metric.name, metric.value);
             }
@@ -123,7 +155,29 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", device::describe());
             Ok(())
         }
+        Command::Trial(args) => trial(args),
     }
+}
+
+fn trial(args: TrialArgs) -> Result<()> {
+    use ocellus_trainer::pipeline::auto_image::{search, trial};
+    if let Some(threads) = args.threads {
+        tch::set_num_threads(threads);
+    }
+    let data: trial::TrialData = trial::read_json(&args.work.join("data.json"))?;
+    let dir = search::trial_dir(&args.work, args.id);
+    let config = trial::read_json(&dir.join("config.json"))?;
+    let device = if args.cpu { tch::Device::Cpu } else { device::best_device() };
+    let run = trial::TrialRun {
+        dir: &dir,
+        data: &data,
+        config: &config,
+        until: args.until,
+        deadline: args.deadline,
+        device,
+    };
+    trial::run_trial(&run)?;
+    Ok(())
 }
 
 fn validate(files: &[PathBuf]) -> Result<()> {

@@ -21,6 +21,8 @@ use crate::{Error, Result};
 pub struct Preprocess {
     pub shorter_side: u32,
     pub crop: u32,
+    /// Resize the whole image to `crop` x `crop`, ignoring its aspect ratio (no crop).
+    pub squash: bool,
     pub mean: [f32; 3],
     pub std: [f32; 3],
 }
@@ -30,6 +32,7 @@ impl From<&BackboneManifest> for Preprocess {
         Self {
             shorter_side: manifest.resize.shorter_side,
             crop: manifest.resize.center_crop,
+            squash: manifest.resize.squash,
             mean: manifest.mean,
             std: manifest.std,
         }
@@ -65,6 +68,9 @@ impl Preprocess {
     /// The crop as 8-bit RGB, before normalisation.
     pub fn resize_and_crop(&self, image: &RgbImage) -> RgbImage {
         let (width, height) = image.dimensions();
+        if self.squash {
+            return self.squash(image);
+        }
         let scale = f64::from(self.shorter_side.max(self.crop)) / f64::from(width.min(height));
         let resized = |side: u32| ((f64::from(side) * scale + 0.5).floor()).max(f64::from(self.crop));
         let left = ((resized(width) - f64::from(self.crop)) / 2.0).floor();
@@ -83,10 +89,24 @@ impl Preprocess {
         RgbImage::from_raw(self.crop, self.crop, target.into_vec()).expect("crop * crop * 3 bytes")
     }
 
+    fn squash(&self, image: &RgbImage) -> RgbImage {
+        let source = ImageRef::new(image.width(), image.height(), image.as_raw(), PixelType::U8x3)
+            .expect("an RgbImage buffer holds width * height * 3 bytes");
+        let mut target = Image::new(self.crop, self.crop, PixelType::U8x3);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        Resizer::new().resize(&source, &mut target, &options).expect("same pixel types");
+        RgbImage::from_raw(self.crop, self.crop, target.into_vec()).expect("crop * crop * 3 bytes")
+    }
+
     /// Writes the normalised crop into `out` (`len()` values) in height, width, channel order:
     /// a batch of these is a channels_last `[N, 3, H, W]` tensor without a copy.
     pub fn write_hwc(&self, image: &RgbImage, out: &mut [f32]) {
-        let crop = self.resize_and_crop(image);
+        self.normalize_hwc(&self.resize_and_crop(image), out);
+    }
+
+    /// Writes an image already `crop` x `crop`, normalised, into `out` (height, width, channel).
+    pub fn normalize_hwc(&self, crop: &RgbImage, out: &mut [f32]) {
+        debug_assert_eq!(crop.dimensions(), (self.crop, self.crop));
         let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * self.std[c]));
         let shift: [f32; 3] = std::array::from_fn(|c| self.mean[c] / self.std[c]);
         for (pixel, values) in crop.as_raw().chunks_exact(3).zip(out.chunks_exact_mut(3)) {
@@ -116,7 +136,7 @@ mod tests {
     use super::*;
 
     fn preprocess() -> Preprocess {
-        Preprocess { shorter_side: 8, crop: 6, mean: [0.5; 3], std: [0.25; 3] }
+        Preprocess { shorter_side: 8, crop: 6, squash: false, mean: [0.5; 3], std: [0.25; 3] }
     }
 
     #[test]
@@ -165,6 +185,20 @@ mod tests {
         assert_eq!(crop.get_pixel(3, 3).0, [255, 255, 255]);
         assert!(crop.get_pixel(0, 3).0[0] < 128, "the crop's left edge is left of the band");
         assert!(crop.get_pixel(5, 3).0[0] < 128, "the crop's right edge is right of the band");
+    }
+
+    #[test]
+    fn squashing_keeps_the_whole_image() {
+        // A wide image whose left and right quarters are bright: a centre crop would lose them.
+        let image = RgbImage::from_fn(40, 10, |x, _| {
+            let v = if !(10..30).contains(&x) { 255 } else { 0 };
+            image::Rgb([v, v, v])
+        });
+        let squash = Preprocess { squash: true, ..preprocess() };
+        let out = squash.resize_and_crop(&image);
+        assert_eq!(out.dimensions(), (6, 6));
+        assert!(out.get_pixel(0, 3).0[0] > 200 && out.get_pixel(5, 3).0[0] > 200);
+        assert!(out.get_pixel(3, 3).0[0] < 50);
     }
 
     #[test]

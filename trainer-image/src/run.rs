@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::backbone::Registry;
 use crate::embed::EmbedOptions;
+use crate::pipeline::auto_image::{self, AutoImageSettings};
 use crate::pipeline::embeddings::{self, RunSettings};
 use crate::{Error, Result, device};
 
@@ -47,6 +48,10 @@ pub struct RunArgs {
     /// Compute on the CPU even when a GPU is available.
     #[arg(long)]
     pub cpu: bool,
+    /// Auto image model: the largest input side (pixels) the search tries [default: 224 on a
+    /// GPU, 160 on the CPU].
+    #[arg(long)]
+    pub max_image_size: Option<u32>,
 }
 
 pub fn run(args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
@@ -77,25 +82,29 @@ pub fn run(args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
 
     let pipeline = resolve_pipeline(experiment.spec.pipeline, &train);
     let mut device = if args.cpu { tch::Device::Cpu } else { device::best_device() };
-    if pipeline == Pipeline::AutoImage {
-        return Err(Error::bad_input(format!(
-            "experiment {} resolves to the AutoImage pipeline (one image column and the target), \
-             which is not available yet in this version of ocellus: set `pipeline: Embeddings`",
-            experiment.name_any()
-        )));
-    }
     if !device.is_cuda() {
         device = tch::Device::Cpu;
     }
-    let settings = RunSettings {
-        device,
-        embed: EmbedOptions {
-            batch_size: args.batch_size,
-            decode_threads: args.decode_threads.unwrap_or_else(|| EmbedOptions::default().decode_threads),
-        },
-        gbm_budget: Duration::from_secs(args.gbm_seconds),
-        cache_dir: args.out.join(".cache").join("images"),
+    let embed = EmbedOptions {
+        batch_size: args.batch_size,
+        decode_threads: args.decode_threads.unwrap_or_else(|| EmbedOptions::default().decode_threads),
     };
+    let cache_dir = args.out.join(".cache").join("images");
+    if pipeline == Pipeline::AutoImage {
+        let settings = AutoImageSettings {
+            device,
+            max_input_size: args.max_image_size.unwrap_or(if device.is_cuda() { 224 } else { 160 }),
+            program: std::env::current_exe()
+                .map_err(|e| Error::Internal(format!("no path to this program: {e}")))?,
+            cache_dir,
+            embed,
+        };
+        let outcome = auto_image::run(experiment, &train, test.as_ref(), registry, &settings, &args.out)?;
+        write_json_atomically(&args.out.join("result.json"), &outcome.status)?;
+        return Ok(outcome.status);
+    }
+    let settings =
+        RunSettings { device, embed, gbm_budget: Duration::from_secs(args.gbm_seconds), cache_dir };
     let outcome = embeddings::run(experiment, &train, test.as_ref(), registry, &settings, &args.out)?;
     write_json_atomically(&args.out.join("result.json"), &outcome.status)?;
     Ok(outcome.status)

@@ -2,110 +2,12 @@
 //! `make testdata` builds from scikit-learn's digits and scikit-image's photos), and every
 //! bad input the embeddings pipeline names, each with a clear error and nothing half-written.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use base64::Engine;
-use ocellus_crds::ExperimentStatus;
+use common::*;
 use ocellus_crds::experiment::Pipeline;
 use ocellus_trainer::error::EXIT_BAD_INPUT;
-use serde_json::{Map, Value};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-fn ocellus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ocellus"))
-        .args(args)
-        .current_dir(repo())
-        .env("OCELLUS_BACKBONES", repo().join("backbones"))
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-fn test_set(name: &str) -> PathBuf {
-    let path = repo().join("testdata/sets").join(name);
-    assert!(path.exists(), "{} is missing: run `make testdata` (make test does)", path.display());
-    path
-}
-
-fn run(manifest: &Path, out: &Path) -> ExperimentStatus {
-    let output = ocellus(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--gbm-seconds",
-        "10",
-        "--cpu",
-    ]);
-    assert!(output.status.success(), "{}", text(&output));
-    serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap()
-}
-
-fn metric(values: &[ocellus_crds::common::MetricValue], name: &str) -> f64 {
-    values.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no {name} in {values:?}")).value
-}
-
-/// The rows of an imported dataset as a CSV `ocellus predict` reads: image cells as absolute
-/// paths, or inline base64 when `inline` is set.
-fn rows_as_csv(dataset: &Path, csv_path: &Path, inline: bool) -> usize {
-    let meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(dataset.join("dataset.json")).unwrap()).unwrap();
-    let columns: Vec<String> =
-        meta["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
-    let images: Vec<&str> =
-        meta["imageColumns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    let mut writer = csv::Writer::from_path(csv_path).unwrap();
-    writer.write_record(&columns).unwrap();
-    let table = std::fs::read_to_string(dataset.join("table.jsonl")).unwrap();
-    let mut count = 0;
-    for line in table.lines() {
-        let row: Map<String, Value> = serde_json::from_str(line).unwrap();
-        let record: Vec<String> = columns
-            .iter()
-            .map(|column| match &row[column] {
-                Value::Null => String::new(),
-                Value::String(s) if images.contains(&column.as_str()) => {
-                    let path = dataset.join(s);
-                    if inline {
-                        let bytes = std::fs::read(&path).unwrap();
-                        format!(
-                            "data:image/png;base64,{}",
-                            base64::engine::general_purpose::STANDARD.encode(bytes)
-                        )
-                    } else {
-                        path.display().to_string()
-                    }
-                }
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect();
-        writer.write_record(&record).unwrap();
-        count += 1;
-    }
-    writer.flush().unwrap();
-    count
-}
-
-fn predict(bundle: &Path, input: &Path, output: &Path) -> Output {
-    ocellus(&[
-        "predict",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--cpu",
-    ])
-}
+use serde_json::Value;
 
 #[test]
 fn mixed_image_and_tabular_regression_runs_and_predict_reproduces_its_test_predictions() {
@@ -180,48 +82,6 @@ fn image_classification_runs_and_predict_reproduces_its_test_predictions() {
     assert!(text(&output).contains("lack column(s) image"), "{}", text(&output));
 }
 
-/// A tiny CSV dataset of real photos in `dir`, and a manifest that runs an Experiment on it.
-struct Tiny {
-    dir: tempfile::TempDir,
-}
-
-impl Tiny {
-    fn new(rows: usize, row: impl Fn(usize) -> String, header: &str) -> Tiny {
-        let dir = tempfile::tempdir().unwrap();
-        for name in ["chelsea.png", "coffee.png"] {
-            std::fs::copy(repo().join("testdata").join(name), dir.path().join(name)).unwrap();
-        }
-        let mut csv = format!("{header}\n");
-        for i in 0..rows {
-            csv.push_str(&row(i));
-            csv.push('\n');
-        }
-        std::fs::write(dir.path().join("table.csv"), csv).unwrap();
-        Tiny { dir }
-    }
-
-    fn photo(i: usize) -> &'static str {
-        if i % 2 == 0 { "chelsea.png" } else { "coffee.png" }
-    }
-
-    /// Runs an Experiment whose spec lines (indented two spaces) are `spec`; returns the output
-    /// after checking that a failed run left no result.json.
-    fn run_failing(&self, dataset_extra: &str, spec: &str) -> String {
-        let manifest = format!(
-            "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: tiny}}\nspec:\n  source: {{path: table.csv}}\n  format: CsvPaths\n{dataset_extra}---\n\
-             apiVersion: ocellus.dev/v1alpha1\nkind: Experiment\nmetadata: {{name: tiny}}\nspec:\n  datasetRef: {{name: tiny}}\n  pipeline: Embeddings\n{spec}"
-        );
-        let file = self.dir.path().join("experiment.yaml");
-        std::fs::write(&file, manifest).unwrap();
-        let out = self.dir.path().join("out");
-        let output = ocellus(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cpu"]);
-        assert_eq!(output.status.code(), Some(EXIT_BAD_INPUT), "{}", text(&output));
-        assert!(!out.join("result.json").exists(), "a failed run must not leave a result");
-        assert!(!out.join("scoring").exists(), "a failed run must not leave a bundle");
-        text(&output)
-    }
-}
-
 fn architectures() -> &'static str {
     "  embeddings: {architectures: [efficientnet_lite0], dimensions: [10]}\n"
 }
@@ -229,7 +89,7 @@ fn architectures() -> &'static str {
 #[test]
 fn a_missing_target_column_is_named_with_the_columns_there_are() {
     let tiny = Tiny::new(20, |i| format!("{},{}", Tiny::photo(i), i), "photo,price");
-    let message = tiny.run_failing("", &format!("  target: cost\n{}", architectures()));
+    let message = tiny.run_failing("", "Embeddings", &format!("  target: cost\n{}", architectures()));
     assert!(
         message.contains("target column \"cost\" is not in dataset") && message.contains("price (Numeric)"),
         "{message}"
@@ -239,7 +99,11 @@ fn a_missing_target_column_is_named_with_the_columns_there_are() {
 #[test]
 fn a_constant_target_is_refused() {
     let tiny = Tiny::new(20, |i| format!("{},7", Tiny::photo(i)), "photo,price");
-    let message = tiny.run_failing("", &format!("  target: price\n  task: Regression\n{}", architectures()));
+    let message = tiny.run_failing(
+        "",
+        "Embeddings",
+        &format!("  target: price\n  task: Regression\n{}", architectures()),
+    );
     assert!(message.to_lowercase().contains("constant") || message.contains("only one"), "{message}");
 }
 
@@ -248,6 +112,7 @@ fn an_unknown_architecture_lists_the_available_backbones() {
     let tiny = Tiny::new(20, |i| format!("{},{}", Tiny::photo(i), i), "photo,price");
     let message = tiny.run_failing(
         "",
+        "Embeddings",
         "  target: price\n  task: Regression\n  embeddings: {architectures: [resnet50], dimensions: [10]}\n",
     );
     assert!(message.contains("\"resnet50\"") && message.contains("efficientnet_lite0"), "{message}");
@@ -258,6 +123,7 @@ fn a_dimension_that_is_not_allowed_is_refused_by_validation() {
     let tiny = Tiny::new(20, |i| format!("{},{}", Tiny::photo(i), i), "photo,price");
     let message = tiny.run_failing(
         "",
+        "Embeddings",
         "  target: price\n  task: Regression\n  embeddings: {architectures: [efficientnet_lite0], dimensions: [64]}\n",
     );
     assert!(message.contains("spec.embeddings.dimensions[0]"), "{message}");
@@ -268,6 +134,7 @@ fn an_image_column_without_images_is_refused() {
     let tiny = Tiny::new(20, |i| format!(",{i},{}", i % 3), "photo,price,size");
     let message = tiny.run_failing(
         "  imageColumns: [photo]\n  missingImagePolicy: ZeroEmbedding\n  limits: {maxBadPercent: 100}\n",
+        "Embeddings",
         &format!("  target: price\n  task: Regression\n{}", architectures()),
     );
     assert!(message.contains("image column \"photo\" has no images"), "{message}");
@@ -279,6 +146,7 @@ fn a_test_dataset_with_other_columns_is_refused() {
     std::fs::write(tiny.dir.path().join("test.csv"), "photo,price\nchelsea.png,1\ncoffee.png,2\n").unwrap();
     let message = tiny.run_failing(
         "---\napiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: other}\nspec:\n  source: {path: test.csv}\n  format: CsvPaths\n",
+        "Embeddings",
         &format!("  target: price\n  task: Regression\n  testDatasetRef: {{name: other}}\n{}", architectures()),
     );
     assert!(message.contains("the test dataset's columns"), "{message}");

@@ -11,7 +11,7 @@ const RANDOM_RESIZED_CROP_SCALE: (f64, f64) = (0.08, 1.0);
 const RANDOM_RESIZED_CROP_RATIO: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
 const RANDOM_RESIZED_CROP_ATTEMPTS: u32 = 10;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CropStrategy {
     /// Squash the whole image to `size`×`size`, ignoring its aspect ratio. Same in training and evaluation.
     Resize,

@@ -489,7 +489,7 @@ fn trials_summary(candidates: &[Candidate], scorer: Scorer, architecture: &str) 
     }
 }
 
-fn test_metrics(
+pub(crate) fn test_metrics(
     target: &Target,
     target_column: &str,
     rows: &[Map<String, Value>],

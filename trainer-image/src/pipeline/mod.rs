@@ -1,3 +1,4 @@
 //! The two pipelines an Experiment can run.
 
+pub mod auto_image;
 pub mod embeddings;

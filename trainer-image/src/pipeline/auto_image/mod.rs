@@ -1,0 +1,503 @@
+//! The auto image model: AutoML fine-tuning of pretrained backbones on one image column.
+//!
+//! 1. Labelled rows are split 80/20 (stratified for classification) with the Experiment's seed.
+//! 2. The search ([`search`]) runs seeded trials ([`space`]) as separate processes with
+//!    successive halving, within `timeBudgetSeconds` and `maxTrials`; trials checkpoint every
+//!    epoch in `DIR/trials/`, so running the same command after a kill resumes the search.
+//! 3. The best trial's best epoch becomes the scoring bundle (the fine-tuned TorchScript
+//!    network, its preprocessing and its head); the test Dataset is scored through the bundle,
+//!    the same code `ocellus predict` runs.
+
+pub mod optimizer;
+pub mod schedule;
+pub mod search;
+pub mod space;
+pub mod trial;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ocellus_crds::ExperimentStatus;
+use ocellus_crds::dataset::ColumnType;
+use ocellus_crds::experiment::{
+    ArtifactLocations, BestModel, Experiment, Metrics, Pipeline, TrialSummary, TrialsSummary,
+};
+use ocellus_dataset::normalized::NormalizedDataset;
+use ocellus_dataset::split::split_indices;
+use ocellus_tabular::metrics::{evaluate, resolve_scorer, scorer_name};
+use ocellus_tabular::task::{Target, TaskKind};
+use serde_json::{Map, Value};
+use tch::Device;
+
+use self::search::{SearchSettings, TrialView, trial_dir};
+use self::space::{SearchSpace, TrialConfig};
+use self::trial::{TrialData, checkpoint_name, eval_preprocess, is_better};
+use crate::backbone::Registry;
+use crate::bundle::{
+    NetworkBundleParts, NetworkModel, ScoringBundle, tabular_error, write_network_bundle, write_predictions,
+};
+use crate::embed::{EmbedOptions, ImageInput};
+use crate::finetune::{LinearProjection, standardisation};
+use crate::image_cells::ImageCells;
+use crate::pipeline::embeddings::{Outcome, bar, test_metrics};
+use crate::run::write_json_atomically;
+use crate::{Error, Result};
+
+const FIT_PERCENT: i32 = 80;
+/// Each class needs this many labelled rows, so the validation rows hold at least one of each.
+const MIN_ROWS_PER_CLASS: usize = 5;
+/// The top trials listed in the status; the full history stays in `DIR/trials/`.
+const TOP_TRIALS: usize = 10;
+
+/// How the search runs on this machine (not part of the Experiment).
+#[derive(Clone, Debug)]
+pub struct AutoImageSettings {
+    pub device: Device,
+    /// Largest input side the search tries.
+    pub max_input_size: u32,
+    /// The `ocellus` binary, to start trial processes.
+    pub program: PathBuf,
+    pub cache_dir: PathBuf,
+    pub embed: EmbedOptions,
+}
+
+pub fn run(
+    experiment: &Experiment,
+    train: &NormalizedDataset,
+    test: Option<&NormalizedDataset>,
+    registry: &Registry,
+    settings: &AutoImageSettings,
+    out: &Path,
+) -> Result<Outcome> {
+    let spec = &experiment.spec;
+    let auto = &spec.auto_image;
+    let name = experiment.metadata.name.as_deref().unwrap_or("experiment");
+    let columns = &train.meta.columns;
+    let image_column = check_columns(train, &spec.target)?;
+    let architectures = allowed_architectures(registry, &auto.architectures)?;
+
+    let rows: Vec<Map<String, Value>> =
+        train.rows()?.into_iter().filter(|row| row.get(&spec.target).is_some_and(|v| !v.is_null())).collect();
+    let target_values: Vec<Value> = rows.iter().map(|row| row[&spec.target].clone()).collect();
+    let target = Target::detect(&target_values, spec.task).map_err(tabular_error)?;
+    let y: Vec<f64> =
+        target_values.iter().map(|v| target.encode(v).expect("detected from these values")).collect();
+    let scorer = resolve_scorer(spec.scorer, target.task).map_err(tabular_error)?;
+    check_rows_per_class(&target, &y)?;
+    let strata: Vec<Option<&str>> = match target.task {
+        TaskKind::Regression => vec![None; rows.len()],
+        _ => target_values.iter().map(|v| v.as_str()).collect(),
+    };
+    let (fit, valid) = split_indices(&strata, FIT_PERCENT, spec.seed);
+    if fit.len() < 4 || valid.is_empty() {
+        return Err(Error::bad_input(format!(
+            "{} labelled rows are too few to fit and validate a network; give at least 10",
+            rows.len()
+        )));
+    }
+    let cells = ImageCells::new(&train.dir, &settings.cache_dir);
+    let cell_values: Vec<Option<&Value>> = rows.iter().map(|row| row.get(&image_column)).collect();
+    let mut images = Vec::with_capacity(rows.len());
+    for (row, input) in cells.resolve(&image_column, &cell_values)?.into_iter().enumerate() {
+        match input {
+            ImageInput::Path(path) => images.push(path),
+            _ => {
+                return Err(Error::bad_input(format!(
+                    "row {}: column {image_column:?} has no image file; drop such rows at import \
+                     (badImages: DropRow) for the auto image model",
+                    row + 1
+                )));
+            }
+        }
+    }
+    let (target_mean, target_std) = match target.task {
+        TaskKind::Regression => standardisation(&fit.iter().map(|&i| y[i]).collect::<Vec<_>>()),
+        _ => (0.0, 1.0),
+    };
+    let data = TrialData {
+        images,
+        y: y.clone(),
+        fit: fit.clone(),
+        valid: valid.clone(),
+        target: target.clone(),
+        scorer,
+        target_mean,
+        target_std,
+        backbones: registry.root().canonicalize().map_err(Error::io(registry.root()))?,
+    };
+
+    // The trials' folder survives a kill; data.json must match, or the search starts afresh.
+    let work = out.join("trials");
+    prepare_work(&work, &data)?;
+    let space = SearchSpace {
+        architectures,
+        augmentations: auto.augmentations.clone(),
+        classification: target.task != TaskKind::Regression,
+        max_input_size: settings.max_input_size,
+        batch_sizes: if settings.device.is_cuda() { vec![64, 32, 128] } else { vec![16, 32] },
+        max_epochs: vec![4, 8, 12],
+    };
+    let budget = Duration::from_secs(auto.time_budget_seconds.max(1) as u64);
+    check_budget(&space, &data, registry, settings, budget)?;
+    println!(
+        "{name}: {:?} on {:?} from {image_column:?}, {} rows ({} fit, {} validation), scorer {scorer:?}, \
+         budget {}s, up to {} trials, {} at a time",
+        target.task,
+        spec.target,
+        rows.len(),
+        fit.len(),
+        valid.len(),
+        budget.as_secs(),
+        auto.max_trials,
+        auto.parallel_trials
+    );
+    let search_settings = SearchSettings {
+        budget,
+        reserve: Duration::from_secs_f64((budget.as_secs_f64() * 0.05).max(2.0)),
+        max_trials: auto.max_trials.max(1) as usize,
+        parallel: auto.parallel_trials.max(1) as usize,
+        scorer,
+        program: settings.program.clone(),
+        backbones: data.backbones.clone(),
+        cpu: !settings.device.is_cuda(),
+    };
+    let seed = spec.seed as u64;
+    let trials = search::search(&work, &search_settings, &|id| space.sample(id, seed))?;
+    let Some(best) = best_trial(&trials, scorer) else {
+        return Err(Error::bad_input(format!(
+            "no trial finished an epoch within the {}s budget; raise autoImage.timeBudgetSeconds",
+            budget.as_secs()
+        )));
+    };
+    let best_epoch = best.state.best_epoch.expect("a scored trial has a best epoch");
+    println!(
+        "{name}: best trial {} ({} {}px, {:?}, lr {:.2e}), epoch {best_epoch}: validation {} {:.5}",
+        best.config.id,
+        best.config.architecture,
+        best.config.input_size,
+        best.config.optimizer,
+        best.config.learning_rate,
+        scorer_name(scorer),
+        best.state.best_score.unwrap_or(f64::NAN)
+    );
+
+    let checkpoint = trial_dir(&work, best.config.id).join(checkpoint_name(best_epoch));
+    let manifest = registry.manifest(&best.config.architecture)?;
+    let staging =
+        tempfile::Builder::new().prefix(".scoring.partial-").tempdir_in(out).map_err(Error::io(out))?;
+    let backbone_name = format!("auto_{}", best.config.architecture);
+    let backbone_dir = staging.path().join("network").join(&backbone_name);
+    let head = export_network(&checkpoint, &manifest, &best.config, &data, &backbone_dir)?;
+    let bundle_dir = staging.path().join("scoring");
+    let features: Vec<_> = columns.iter().filter(|c| c.name != spec.target).cloned().collect();
+    write_network_bundle(
+        &NetworkBundleParts {
+            experiment: name,
+            target_column: &spec.target,
+            target: &target,
+            columns: &features,
+            network: NetworkModel {
+                column: image_column.clone(),
+                backbone: backbone_name,
+                head: "head.json".into(),
+                target_mean,
+                target_std,
+            },
+            backbone: &backbone_dir,
+            head: &head,
+        },
+        &bundle_dir,
+    )?;
+    let final_bundle = out.join("scoring");
+    if final_bundle.exists() {
+        std::fs::remove_dir_all(&final_bundle).map_err(Error::io(&final_bundle))?;
+    }
+    std::fs::rename(&bundle_dir, &final_bundle).map_err(Error::io(&final_bundle))?;
+
+    // Validation metrics of the final model, through the bundle.
+    let bundle = ScoringBundle::load(&final_bundle, settings.device)?;
+    let valid_rows: Vec<Map<String, Value>> = valid.iter().map(|&i| rows[i].clone()).collect();
+    let progress = bar(valid_rows.len(), "scoring the validation rows");
+    let valid_predictions = bundle.predict(&valid_rows, &cells, &settings.embed, &progress)?;
+    progress.finish_and_clear();
+    let y_valid: Vec<f64> = valid.iter().map(|&i| y[i]).collect();
+    let mut metrics =
+        Metrics { validation: evaluate(&target, &y_valid, &valid_predictions), test: Vec::new() };
+    let mut predictions_path = None;
+    if let Some(test) = test {
+        let test_rows = test.rows()?;
+        let test_cells = ImageCells::new(&test.dir, &settings.cache_dir);
+        let progress = bar(test_rows.len(), "scoring the test rows");
+        let predictions = bundle.predict(&test_rows, &test_cells, &settings.embed, &progress)?;
+        progress.finish_and_clear();
+        let path = out.join("predictions.csv");
+        write_predictions(&path, &target, &predictions)?;
+        predictions_path = Some(path);
+        metrics.test = test_metrics(&target, &spec.target, &test_rows, &predictions)?;
+    }
+    let score = metrics.validation.iter().find(|m| m.name == scorer_name(scorer)).map(|m| m.value);
+    let config = &best.config;
+    let status = ExperimentStatus {
+        pipeline: Some(Pipeline::AutoImage),
+        metrics: Some(metrics),
+        best_model: Some(BestModel {
+            architecture: Some(config.architecture.clone()),
+            input_size: Some(config.input_size as i32),
+            optimizer: Some(format!("{:?}", config.optimizer)),
+            learning_rate: Some(config.learning_rate),
+            batch_size: Some(config.batch_size as i32),
+            epochs: Some(best_epoch as i32),
+            augmentations: match config.policy {
+                space::AugmentPolicy::None => Vec::new(),
+                space::AugmentPolicy::Listed => {
+                    config.augmentations.iter().map(|a| format!("{a:?}")).collect()
+                }
+                space::AugmentPolicy::TrivialAugment => std::iter::once("TrivialAugment".to_owned())
+                    .chain(config.augmentations.iter().map(|a| format!("{a:?}")))
+                    .collect(),
+            },
+            scheduler: Some(format!("{:?}", config.scheduler)),
+            crop_strategy: Some(format!("{:?}", config.crop)),
+            learner: Some("fine-tuned network".into()),
+            score,
+            ..BestModel::default()
+        }),
+        trials: Some(trials_summary(&trials, scorer)),
+        artifacts: Some(ArtifactLocations {
+            location: Some(out.display().to_string()),
+            scoring_bundle: Some(final_bundle.display().to_string()),
+            predictions: predictions_path.map(|p| p.display().to_string()),
+            report: None,
+        }),
+        ..ExperimentStatus::default()
+    };
+    write_json_atomically(&work.join("history.json"), &history(&trials))?;
+    Ok(Outcome { status })
+}
+
+/// The one image column; anything else is for the embeddings pipeline.
+fn check_columns(train: &NormalizedDataset, target: &str) -> Result<String> {
+    let columns = &train.meta.columns;
+    if !columns.iter().any(|c| c.name == target) {
+        return Err(Error::bad_input(format!(
+            "target column {target:?} is not in dataset {} (columns: {}); fix spec.target",
+            train.dir.display(),
+            columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let images: Vec<&str> =
+        columns.iter().filter(|c| c.type_ == ColumnType::Image).map(|c| c.name.as_str()).collect();
+    let others: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.type_ != ColumnType::Image && c.name != target)
+        .map(|c| c.name.as_str())
+        .collect();
+    match (images.as_slice(), others.is_empty()) {
+        ([image], true) => Ok((*image).to_owned()),
+        ([], _) => Err(Error::bad_input(format!(
+            "dataset {} has no image column; the auto image model needs exactly one",
+            train.dir.display()
+        ))),
+        (_, false) => Err(Error::bad_input(format!(
+            "the auto image model learns from exactly one image column and the target, but dataset {} \
+             also has {}: use `pipeline: Embeddings`, which joins images with other columns",
+            train.dir.display(),
+            others.join(", ")
+        ))),
+        _ => Err(Error::bad_input(format!(
+            "the auto image model learns from exactly one image column, but dataset {} has {} ({}): \
+             use `pipeline: Embeddings`, which takes any number",
+            train.dir.display(),
+            images.len(),
+            images.join(", ")
+        ))),
+    }
+}
+
+/// Allowed backbones that exist here, with their native input size, in the spec's order.
+fn allowed_architectures(registry: &Registry, allowed: &[String]) -> Result<Vec<(String, u32)>> {
+    let available = registry.available();
+    let names: Vec<String> = if allowed.is_empty() { available.clone() } else { allowed.to_vec() };
+    let mut found = Vec::new();
+    for name in &names {
+        if let Ok(manifest) = registry.manifest(name) {
+            found.push((name.clone(), manifest.input_size as u32));
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::bad_input(format!(
+            "no backbone to fine-tune: {} has {}{}; export one with trainer-image/export_backbones.py \
+             (see docs/backbones.md) or allow one of those in autoImage.architectures",
+            registry.root().display(),
+            if available.is_empty() { "none".to_owned() } else { available.join(", ") },
+            if allowed.is_empty() {
+                String::new()
+            } else {
+                format!(", and the spec allows only {}", allowed.join(", "))
+            }
+        )));
+    }
+    Ok(found)
+}
+
+fn check_rows_per_class(target: &Target, y: &[f64]) -> Result<()> {
+    if target.task == TaskKind::Regression {
+        return Ok(());
+    }
+    let mut counts = vec![0usize; target.classes.len()];
+    for &label in y {
+        counts[label as usize] += 1;
+    }
+    let few: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n < MIN_ROWS_PER_CLASS)
+        .map(|(class, n)| format!("{:?} ({n})", target.classes[class]))
+        .collect();
+    if few.is_empty() {
+        return Ok(());
+    }
+    Err(Error::bad_input(format!(
+        "class(es) {} have fewer than {MIN_ROWS_PER_CLASS} labelled rows, too few to validate on; \
+         add images of them or drop those rows",
+        few.join(", ")
+    )))
+}
+
+/// Fails early when one epoch of the cheapest trial cannot fit in the budget.
+fn check_budget(
+    space: &SearchSpace,
+    data: &TrialData,
+    registry: &Registry,
+    settings: &AutoImageSettings,
+    budget: Duration,
+) -> Result<()> {
+    let first = space.sample(0, 0);
+    let manifest = registry.manifest(&first.architecture)?;
+    let size =
+        space.architectures.iter().map(|(_, s)| (*s).min(space.max_input_size)).min().unwrap_or(96).min(96);
+    let batch = first.batch_size.min(data.fit.len()).max(2);
+    let model = registry.root().join(&first.architecture).join("model.pt");
+    let step =
+        trial::time_one_step(&model, manifest.feature_dim, data.outputs(), batch, size, settings.device)?;
+    let batches = data.fit.len().div_ceil(batch) as f64 + data.valid.len().div_ceil(batch) as f64 / 3.0;
+    // Decoding and augmenting overlap the network; model loading and scoring come on top.
+    let needed = step.as_secs_f64() * batches * 1.2 + 5.0;
+    if needed > budget.as_secs_f64() {
+        return Err(Error::bad_input(format!(
+            "autoImage.timeBudgetSeconds {} is too small: one epoch of the cheapest trial ({} fit rows, \
+             {size}px, batch {batch}) needs about {:.0}s here; set it to at least {:.0}",
+            budget.as_secs(),
+            data.fit.len(),
+            needed,
+            (needed * 2.0).ceil()
+        )));
+    }
+    Ok(())
+}
+
+/// Clears the trials' folder when it belongs to other data (a changed dataset or split).
+fn prepare_work(work: &Path, data: &TrialData) -> Result<()> {
+    let path = work.join("data.json");
+    let current = serde_json::to_value(data).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && serde_json::from_str::<Value>(&text).ok().as_ref() == Some(&current)
+    {
+        println!("resuming the search in {}", work.display());
+        return Ok(());
+    }
+    if work.exists() {
+        std::fs::remove_dir_all(work).map_err(Error::io(work))?;
+    }
+    std::fs::create_dir_all(work).map_err(Error::io(work))?;
+    write_json_atomically(&path, data)
+}
+
+fn best_trial(trials: &[TrialView], scorer: ocellus_crds::experiment::Scorer) -> Option<&TrialView> {
+    trials.iter().filter(|t| t.state.best_score.is_some()).reduce(|a, b| {
+        if is_better(scorer, b.state.best_score.unwrap_or(f64::NAN), a.state.best_score.unwrap_or(f64::NAN)) {
+            b
+        } else {
+            a
+        }
+    })
+}
+
+/// The checkpoint's backbone as a backbone folder (with the trial's evaluation preprocessing in
+/// its manifest) and its head as a linear projection.
+fn export_network(
+    checkpoint: &Path,
+    manifest: &crate::backbone::BackboneManifest,
+    config: &TrialConfig,
+    data: &TrialData,
+    folder: &Path,
+) -> Result<LinearProjection> {
+    std::fs::create_dir_all(folder).map_err(Error::io(folder))?;
+    let model = folder.join("model.pt");
+    std::fs::copy(checkpoint.join("model.pt"), &model).map_err(Error::io(&model))?;
+    let eval = eval_preprocess(manifest, config.crop, config.input_size);
+    let exported = crate::backbone::BackboneManifest {
+        name: folder.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned(),
+        input_size: i64::from(config.input_size),
+        resize: crate::backbone::Resize {
+            shorter_side: eval.shorter_side,
+            center_crop: eval.crop,
+            squash: eval.squash,
+        },
+        classifier: None,
+        source: format!(
+            "{} (fine-tuned by the ocellus auto image model, trial {})",
+            manifest.source, config.id
+        ),
+        model_sha256: Some(ocellus_dataset::digest::sha256_file(&model)?),
+        inference: None,
+        ..manifest.clone()
+    };
+    crate::bundle::write_json(&folder.join("manifest.json"), &exported)?;
+    let saved: std::collections::BTreeMap<String, tch::Tensor> =
+        tch::Tensor::load_multi(checkpoint.join("train.ot"))?.into_iter().collect();
+    let tensor = |name: &str| {
+        saved
+            .get(name)
+            .map(|t| t.to_kind(tch::Kind::Float).view(-1))
+            .ok_or_else(|| Error::Internal(format!("{}: no {name}", checkpoint.display())))
+    };
+    Ok(LinearProjection {
+        input_dim: manifest.feature_dim as usize,
+        output_dim: data.outputs() as usize,
+        weight: Vec::<f32>::try_from(tensor("head.weight")?)?,
+        bias: Vec::<f32>::try_from(tensor("head.bias")?)?,
+    })
+}
+
+fn trials_summary(trials: &[TrialView], scorer: ocellus_crds::experiment::Scorer) -> TrialsSummary {
+    let mut scored: Vec<&TrialView> = trials.iter().filter(|t| t.state.best_score.is_some()).collect();
+    scored.sort_by(|a, b| {
+        let (a, b) = (a.state.best_score.unwrap_or(f64::NAN), b.state.best_score.unwrap_or(f64::NAN));
+        if is_better(scorer, a, b) { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater }
+    });
+    let (completed, pruned) = search::outcome_counts(trials);
+    TrialsSummary {
+        total: trials.len() as i32,
+        completed: completed as i32,
+        pruned: pruned as i32,
+        failed: 0,
+        top: scored
+            .into_iter()
+            .take(TOP_TRIALS)
+            .map(|t| TrialSummary {
+                id: t.config.id as i32,
+                score: t.state.best_score,
+                architecture: Some(t.config.architecture.clone()),
+                input_size: Some(t.config.input_size as i32),
+                learning_rate: Some(t.config.learning_rate),
+                epochs: Some(t.state.epochs_done as i32),
+                ..TrialSummary::default()
+            })
+            .collect(),
+    }
+}
+
+fn history(trials: &[TrialView]) -> Vec<Value> {
+    trials.iter().map(|t| serde_json::json!({"config": t.config, "state": t.state})).collect()
+}

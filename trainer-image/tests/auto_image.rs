@@ -1,0 +1,232 @@
+//! The auto image model end to end on real images: a classification and a regression search
+//! under a budget, `ocellus predict` reproducing their test predictions, resuming after SIGKILL
+//! at random moments, and every bad input the pipeline names.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ocellus_crds::ExperimentStatus;
+use ocellus_crds::experiment::Pipeline;
+
+const BUDGET_SECONDS: u64 = 60;
+
+/// An example manifest with a test-sized budget and trial count.
+fn manifest(example: &str, dir: &Path, parallel: u32) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("examples/local").join(example)).unwrap();
+    let text = text
+        .replace("../../testdata", &repo().join("testdata").display().to_string())
+        .replace("timeBudgetSeconds: 300", &format!("timeBudgetSeconds: {BUDGET_SECONDS}"))
+        .replace("maxTrials: 6", "maxTrials: 4")
+        .replace("parallelTrials: 1", &format!("parallelTrials: {parallel}"))
+        .replace("parallelTrials: 2", &format!("parallelTrials: {parallel}"));
+    let path = dir.join(example);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_command(manifest: &Path, out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ocellus"));
+    command
+        .args([
+            "run",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cpu",
+            "--max-image-size",
+            "64",
+        ])
+        .current_dir(repo())
+        .env("OCELLUS_BACKBONES", repo().join("backbones"));
+    command
+}
+
+fn run_auto(manifest: &Path, out: &Path) -> ExperimentStatus {
+    let started = Instant::now();
+    let output = run_command(manifest, out).output().unwrap();
+    let elapsed = started.elapsed();
+    assert!(output.status.success(), "{}", text(&output));
+    // Imports and loading come on top of the search's budget.
+    assert!(
+        elapsed < Duration::from_secs(BUDGET_SECONDS * 11 / 10 + 30),
+        "the run took {elapsed:?} for a {BUDGET_SECONDS}s budget\n{}",
+        text(&output)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap()
+}
+
+fn check_predict_reproduces(out: &Path, test_dataset: &str) {
+    let rows = out.join("test-rows.csv");
+    rows_as_csv(&out.join("datasets").join(test_dataset), &rows, false);
+    let again = out.join("again.csv");
+    let output = predict(&out.join("scoring"), &rows, &again);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap(),
+        std::fs::read_to_string(out.join("predictions.csv")).unwrap(),
+        "predict must reproduce the run's test predictions exactly"
+    );
+}
+
+fn check_best_model_is_reported(status: &ExperimentStatus) {
+    let best = status.best_model.clone().unwrap();
+    assert_eq!(best.architecture.as_deref(), Some("efficientnet_lite0"));
+    assert_eq!(best.input_size, Some(64));
+    for (field, present) in [
+        ("optimizer", best.optimizer.is_some()),
+        ("learningRate", best.learning_rate.is_some()),
+        ("batchSize", best.batch_size.is_some()),
+        ("epochs", best.epochs.is_some_and(|e| e >= 1)),
+        ("scheduler", best.scheduler.is_some()),
+        ("cropStrategy", best.crop_strategy.is_some()),
+        ("score", best.score.is_some()),
+    ] {
+        assert!(present, "bestModel.{field} is missing: {best:?}");
+    }
+    let trials = status.trials.clone().unwrap();
+    assert!(trials.total >= 2, "the search ran {} trial(s) in {BUDGET_SECONDS}s", trials.total);
+    assert!(trials.total <= 4, "maxTrials is 4");
+    assert_eq!(trials.completed + trials.pruned + trials.failed, trials.total);
+    assert!(!trials.top.is_empty() && trials.top.len() <= 10);
+}
+
+#[test]
+fn image_classification_searches_within_budget_and_predict_reproduces_it() {
+    test_set("digits");
+    let out = tempfile::tempdir().unwrap();
+    let status = run_auto(&manifest("digits-auto-image.yaml", out.path(), 2), out.path());
+    assert_eq!(status.pipeline, Some(Pipeline::AutoImage));
+    check_best_model_is_reported(&status);
+    let metrics = status.metrics.unwrap();
+    for name in ["LogLoss", "Accuracy", "F1", "AUC"] {
+        metric(&metrics.validation, name);
+    }
+    let accuracy = metric(&metrics.test, "Accuracy");
+    assert!(accuracy > 0.3, "test accuracy {accuracy} on 10 classes (chance is 0.1)");
+    check_predict_reproduces(out.path(), "digits-test");
+}
+
+#[test]
+fn image_regression_searches_within_budget_and_predict_reproduces_it() {
+    test_set("digit-values");
+    let out = tempfile::tempdir().unwrap();
+    let status = run_auto(&manifest("digit-values-auto-image.yaml", out.path(), 1), out.path());
+    check_best_model_is_reported(&status);
+    let metrics = status.metrics.unwrap();
+    let r2 = metric(&metrics.test, "R2");
+    assert!(r2 > 0.2, "test R2 {r2}: the network did not learn the digit's value");
+    assert!(metrics.test.iter().all(|m| m.name != "Accuracy"));
+    check_predict_reproduces(out.path(), "digit-values-test");
+}
+
+#[test]
+fn a_search_killed_at_random_moments_resumes_and_finishes() {
+    test_set("digits");
+    let out = tempfile::tempdir().unwrap();
+    let file = manifest("digits-auto-image.yaml", out.path(), 1);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    for round in 0..3u32 {
+        // Between 8 and 30 s in: after imports, during trials, checkpoints and promotions.
+        let wait = Duration::from_millis(8_000 + u64::from(nanos.wrapping_mul(round + 7) % 22_000));
+        let mut child = run_command(&file, out.path()).stdout(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(wait);
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        eprintln!("killed run {round} after {wait:?}");
+        assert!(!out.path().join("result.json").exists());
+    }
+    let output = run_command(&file, out.path()).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let status: ExperimentStatus =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("result.json")).unwrap()).unwrap();
+    check_best_model_is_reported(&status);
+    // Every trial's history is one record per epoch, in order: nothing was trained twice or lost.
+    for entry in std::fs::read_dir(out.path().join("trials")).unwrap().flatten() {
+        let state = entry.path().join("state.json");
+        if !state.is_file() {
+            continue;
+        }
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        let epochs: Vec<u64> =
+            state["history"].as_array().unwrap().iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+        assert_eq!(epochs, (1..=epochs.len() as u64).collect::<Vec<_>>(), "{}", entry.path().display());
+        assert_eq!(state["epochsDone"].as_u64().unwrap(), epochs.len() as u64);
+        let partial = std::fs::read_dir(entry.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"));
+        assert!(!partial, "a finished search leaves no partial checkpoint");
+    }
+    check_predict_reproduces(out.path(), "digits-test");
+}
+
+fn two_class_photos(rows: usize) -> Tiny {
+    Tiny::new(
+        rows,
+        |i| format!("{},{}", Tiny::photo(i), if i % 2 == 0 { "cat" } else { "coffee" }),
+        "photo,kind",
+    )
+}
+
+const AUTO: &str =
+    "  target: kind\n  autoImage: {timeBudgetSeconds: 120, architectures: [efficientnet_lite0]}\n";
+
+#[test]
+fn a_second_image_column_is_refused_with_a_pointer_to_embeddings() {
+    let tiny =
+        Tiny::new(20, |i| format!("{},{},{}", Tiny::photo(i), Tiny::photo(i + 1), i % 2), "photo,other,kind");
+    let message = tiny.run_failing("", "AutoImage", AUTO);
+    assert!(
+        message.contains("exactly one image column") && message.contains("pipeline: Embeddings"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_non_image_feature_is_refused_with_a_pointer_to_embeddings() {
+    let tiny = Tiny::new(20, |i| format!("{},{i},{}", Tiny::photo(i), i % 2), "photo,mileage,kind");
+    let message = tiny.run_failing("", "AutoImage", AUTO);
+    assert!(message.contains("mileage") && message.contains("pipeline: Embeddings"), "{message}");
+}
+
+#[test]
+fn too_few_rows_of_a_class_are_refused() {
+    let tiny = Tiny::new(
+        22,
+        |i| format!("{},{}", Tiny::photo(i), if i < 2 { "rare" } else { "common" }),
+        "photo,kind",
+    );
+    let message = tiny.run_failing("", "AutoImage", AUTO);
+    assert!(message.contains("\"rare\" (2)") && message.contains("fewer than 5"), "{message}");
+}
+
+#[test]
+fn a_budget_too_small_for_one_epoch_says_how_much_is_needed() {
+    let tiny = two_class_photos(40);
+    let message = tiny.run_failing(
+        "",
+        "AutoImage",
+        "  target: kind\n  autoImage: {timeBudgetSeconds: 1, architectures: [efficientnet_lite0]}\n",
+    );
+    assert!(message.contains("too small") && message.contains("set it to at least"), "{message}");
+}
+
+#[test]
+fn no_available_backbone_is_refused_with_what_there_is() {
+    let tiny = two_class_photos(20);
+    let message =
+        tiny.run_failing("", "AutoImage", "  target: kind\n  autoImage: {architectures: [resnet50]}\n");
+    assert!(
+        message.contains("no backbone to fine-tune") && message.contains("efficientnet_lite0"),
+        "{message}"
+    );
+    assert!(message.contains("export_backbones.py"), "{message}");
+}
