@@ -26,7 +26,7 @@ export CARGO_TERM_COLOR  ?= never
 # The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
 export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm
+.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm bench-auto
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
@@ -119,7 +119,7 @@ demo: setup testdata/photos
 	$(OCELLUS) predict --bundle out/photo-prices/scoring --input testdata/sets/photo-prices/table.csv --output out/photo-prices/all-rows.csv
 	@head -5 out/photo-prices/all-rows.csv
 
-bench: bench-import bench-embed bench-quality bench-gbm
+bench: bench-import bench-embed bench-quality bench-gbm bench-auto
 
 bench-import: setup
 	cargo build --release -p ocellus-dataset --bin ocellus-dataset
@@ -128,6 +128,10 @@ bench-import: setup
 bench-embed: setup
 	cargo build -p ocellus-trainer --example embed_bench
 	bash bench/embed.sh
+
+bench-auto: setup
+	cargo build -p ocellus-trainer --bin ocellus --example train_bench
+	bash bench/auto_image.sh
 
 bench-quality: setup
 	cargo build -p ocellus-trainer --bin ocellus

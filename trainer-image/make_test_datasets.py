@@ -12,8 +12,9 @@ only (no downloads):
     price per photo (so the model must recognise the photo from its embedding), lowered by
     mileage, raised by some colours and by "leather" in the description, plus noise.
 
-``digit-values/table.csv`` + ``digit-values/images/*.png``  the same digit scans with the digit
-    as a number (``value``): image regression for the auto image model.
+``photo-values/table.csv`` + ``photo-values/images/*.jpg``  image-only regression for the auto
+    image model: random crops of the same six photos, each with the base price of its photo in
+    thousands plus noise (``value``), so the value is learnable from the image alone.
 
 Deterministic for a seed; files are written to a temporary folder and renamed into place.
 """
@@ -59,37 +60,43 @@ def digit_images(per_class: int, seed: int):
             yield label, index, Image.fromarray(gray, mode="L").resize((32, 32), Image.BICUBIC).convert("RGB")
 
 
-def digit_values(out: str, per_class: int, seed: int) -> None:
-    os.makedirs(os.path.join(out, "images"))
-    with open(os.path.join(out, "table.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "value"])
-        for label, index, image in digit_images(per_class, seed):
-            name = f"images/{index:04d}.png"
-            image.save(os.path.join(out, name))
-            writer.writerow([name, label])
-
-
-def photo_prices(out: str, rows: int, seed: int) -> None:
+def photo_crops(rows: int, seed: int):
+    """(photo name, 128x128 random crop, flipped half the time, rng) per row."""
     import skimage
 
     rng = np.random.default_rng(seed)
     data = os.path.join(os.path.dirname(skimage.__file__), "data")
     photos = {name: Image.open(os.path.join(data, name)).convert("RGB") for name in PHOTO_MODELS}
+    for _ in range(rows):
+        model = list(PHOTO_MODELS)[rng.integers(len(PHOTO_MODELS))]
+        photo = photos[model]
+        width, height = photo.size
+        scale = rng.uniform(0.6, 1.0)
+        w, h = int(width * scale), int(height * scale)
+        left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        crop = photo.crop((left, top, left + w, top + h)).resize((128, 128), Image.BILINEAR)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        yield model, crop, rng
+
+
+def photo_values(out: str, rows: int, seed: int) -> None:
+    os.makedirs(os.path.join(out, "images"))
+    with open(os.path.join(out, "table.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "value"])
+        for row, (model, crop, rng) in enumerate(photo_crops(rows, seed + 1)):
+            name = f"images/{row:05d}.jpg"
+            crop.save(os.path.join(out, name), quality=90)
+            writer.writerow([name, round(PHOTO_MODELS[model] / 1000 + rng.normal(0, 1), 3)])
+
+
+def photo_prices(out: str, rows: int, seed: int) -> None:
     os.makedirs(os.path.join(out, "images"))
     with open(os.path.join(out, "table.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["photo", "mileage", "color", "description", "price"])
-        for row in range(rows):
-            model = list(PHOTO_MODELS)[rng.integers(len(PHOTO_MODELS))]
-            photo = photos[model]
-            width, height = photo.size
-            scale = rng.uniform(0.6, 1.0)
-            w, h = int(width * scale), int(height * scale)
-            left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-            crop = photo.crop((left, top, left + w, top + h)).resize((128, 128), Image.BILINEAR)
-            if rng.random() < 0.5:
-                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        for row, (model, crop, rng) in enumerate(photo_crops(rows, seed)):
             name = f"images/{row:05d}.jpg"
             crop.save(os.path.join(out, name), quality=90)
             mileage = int(rng.uniform(5_000, 200_000))
@@ -125,10 +132,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     write_atomically(os.path.join(args.out, "digits"), lambda d: digits(d, args.digits_per_class, args.seed))
-    write_atomically(os.path.join(args.out, "digit-values"), lambda d: digit_values(d, args.digits_per_class, args.seed))
     if args.photo_rows > 0:
         write_atomically(os.path.join(args.out, "photo-prices"), lambda d: photo_prices(d, args.photo_rows, args.seed))
-    print(f"wrote {args.out}/digits, digit-values and photo-prices")
+        write_atomically(os.path.join(args.out, "photo-values"), lambda d: photo_values(d, args.photo_rows, args.seed))
+    print(f"wrote {args.out}/digits, photo-prices and photo-values")
 
 
 if __name__ == "__main__":

@@ -117,11 +117,7 @@ pub fn run(
     let y: Vec<f64> =
         target_values.iter().map(|v| target.encode(v).expect("detected from these values")).collect();
     let scorer = resolve_scorer(spec.scorer, target.task).map_err(tabular_error)?;
-    let strata: Vec<Option<&str>> = match target.task {
-        TaskKind::Regression => vec![None; rows.len()],
-        _ => target_values.iter().map(|v| v.as_str()).collect(),
-    };
-    let (fit, valid) = split_indices(&strata, FIT_PERCENT, spec.seed);
+    let (fit, valid) = fit_and_validation_rows(&target, &y, spec.seed);
     if fit.is_empty() || valid.is_empty() {
         return Err(Error::bad_input(format!(
             "{} labelled rows are too few to fit and validate; the embeddings pipeline needs at least 10",
@@ -512,6 +508,17 @@ pub(crate) fn test_metrics(
         })?);
     }
     Ok(evaluate(target, &y, &select_predictions(predictions, &labelled)))
+}
+
+/// Splits labelled rows 80/20 into fit and validation rows, stratified by class for
+/// classification (class labels may be JSON numbers or strings: the encoded class is the stratum).
+pub(crate) fn fit_and_validation_rows(target: &Target, y: &[f64], seed: i64) -> (Vec<usize>, Vec<usize>) {
+    let keys: Vec<String> = y.iter().map(|v| v.to_string()).collect();
+    let strata: Vec<Option<&str>> = match target.task {
+        TaskKind::Regression => vec![None; y.len()],
+        _ => keys.iter().map(|k| Some(k.as_str())).collect(),
+    };
+    split_indices(&strata, FIT_PERCENT, seed)
 }
 
 fn find_target<'a>(columns: &'a [ColumnMeta], target: &str, dir: &Path) -> Result<&'a ColumnMeta> {

@@ -23,7 +23,6 @@ use ocellus_crds::experiment::{
     ArtifactLocations, BestModel, Experiment, Metrics, Pipeline, TrialSummary, TrialsSummary,
 };
 use ocellus_dataset::normalized::NormalizedDataset;
-use ocellus_dataset::split::split_indices;
 use ocellus_tabular::metrics::{evaluate, resolve_scorer, scorer_name};
 use ocellus_tabular::task::{Target, TaskKind};
 use serde_json::{Map, Value};
@@ -39,11 +38,10 @@ use crate::bundle::{
 use crate::embed::{EmbedOptions, ImageInput};
 use crate::finetune::{LinearProjection, standardisation};
 use crate::image_cells::ImageCells;
-use crate::pipeline::embeddings::{Outcome, bar, test_metrics};
+use crate::pipeline::embeddings::{Outcome, bar, fit_and_validation_rows, test_metrics};
 use crate::run::write_json_atomically;
 use crate::{Error, Result};
 
-const FIT_PERCENT: i32 = 80;
 /// Each class needs this many labelled rows, so the validation rows hold at least one of each.
 const MIN_ROWS_PER_CLASS: usize = 5;
 /// The top trials listed in the status; the full history stays in `DIR/trials/`.
@@ -84,11 +82,7 @@ pub fn run(
         target_values.iter().map(|v| target.encode(v).expect("detected from these values")).collect();
     let scorer = resolve_scorer(spec.scorer, target.task).map_err(tabular_error)?;
     check_rows_per_class(&target, &y)?;
-    let strata: Vec<Option<&str>> = match target.task {
-        TaskKind::Regression => vec![None; rows.len()],
-        _ => target_values.iter().map(|v| v.as_str()).collect(),
-    };
-    let (fit, valid) = split_indices(&strata, FIT_PERCENT, spec.seed);
+    let (fit, valid) = fit_and_validation_rows(&target, &y, spec.seed);
     if fit.len() < 4 || valid.is_empty() {
         return Err(Error::bad_input(format!(
             "{} labelled rows are too few to fit and validate a network; give at least 10",
