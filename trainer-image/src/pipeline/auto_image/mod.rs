@@ -123,7 +123,7 @@ pub fn run(
     // The trials' folder survives a kill; data.json must match, or the search starts afresh.
     let work = out.join("trials");
     prepare_work(&work, &data)?;
-    let space = SearchSpace {
+    let mut space = SearchSpace {
         architectures,
         augmentations: auto.augmentations.clone(),
         classification: target.task != TaskKind::Regression,
@@ -132,23 +132,28 @@ pub fn run(
         max_epochs: vec![4, 8, 12],
     };
     let budget = Duration::from_secs(auto.time_budget_seconds.max(1) as u64);
-    check_budget(&space, &data, registry, settings, budget)?;
+    let (probe_size, probe_epoch) = check_budget(&space, &data, registry, settings, budget)?;
+    let reserve =
+        Duration::from_secs_f64((budget.as_secs_f64() * 0.05).max(10.0).min(budget.as_secs_f64() / 4.0));
+    let first_size = f64::from(space.sample(0, spec.seed as u64).input_size);
+    let affordable =
+        (budget - reserve).as_secs_f64() / (probe_epoch * (first_size / f64::from(probe_size)).powi(2));
+    let max_trials = fit_to_budget(affordable, auto.max_trials.max(1) as usize, &mut space.max_epochs);
     println!(
         "{name}: {:?} on {:?} from {image_column:?}, {} rows ({} fit, {} validation), scorer {scorer:?}, \
-         budget {}s, up to {} trials, {} at a time",
+         budget {}s (about {affordable:.0} epochs), up to {max_trials} trials, {} at a time",
         target.task,
         spec.target,
         rows.len(),
         fit.len(),
         valid.len(),
         budget.as_secs(),
-        auto.max_trials,
         auto.parallel_trials
     );
     let search_settings = SearchSettings {
         budget,
-        reserve: Duration::from_secs_f64((budget.as_secs_f64() * 0.05).max(2.0)),
-        max_trials: auto.max_trials.max(1) as usize,
+        reserve,
+        max_trials,
         parallel: auto.parallel_trials.max(1) as usize,
         scorer,
         program: settings.program.clone(),
@@ -358,14 +363,28 @@ fn check_rows_per_class(target: &Target, y: &[f64]) -> Result<()> {
     )))
 }
 
-/// Fails early when one epoch of the cheapest trial cannot fit in the budget.
+/// How many trials the budget affords, and the schedules' lengths capped to what it affords:
+/// successive halving gives a trial about three epochs on average, so a budget of few epochs
+/// runs fewer trials, and a schedule never plans more epochs than the budget holds (its learning
+/// rate then anneals before time runs out).
+pub fn fit_to_budget(affordable_epochs: f64, max_trials: usize, max_epochs: &mut Vec<usize>) -> usize {
+    let cap = ((affordable_epochs * 0.9).floor() as usize).max(1);
+    for epochs in max_epochs.iter_mut() {
+        *epochs = (*epochs).min(cap);
+    }
+    max_epochs.dedup();
+    ((affordable_epochs / 3.0).floor() as usize).clamp(1, max_trials)
+}
+
+/// Fails early when one epoch of the cheapest trial cannot fit in the budget; else returns the
+/// probe's input size and the seconds of one epoch at that size.
 fn check_budget(
     space: &SearchSpace,
     data: &TrialData,
     registry: &Registry,
     settings: &AutoImageSettings,
     budget: Duration,
-) -> Result<()> {
+) -> Result<(u32, f64)> {
     let first = space.sample(0, 0);
     let manifest = registry.manifest(&first.architecture)?;
     let size =
@@ -387,7 +406,7 @@ fn check_budget(
             (needed * 2.0).ceil()
         )));
     }
-    Ok(())
+    Ok((size, needed - 5.0))
 }
 
 /// Clears the trials' folder when it belongs to other data (a changed dataset or split).
@@ -462,6 +481,24 @@ fn export_network(
         weight: Vec::<f32>::try_from(tensor("head.weight")?)?,
         bias: Vec::<f32>::try_from(tensor("head.bias")?)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_to_budget;
+
+    #[test]
+    fn a_small_budget_runs_fewer_trials_with_schedules_that_fit() {
+        let mut epochs = vec![4, 8, 12];
+        assert_eq!(fit_to_budget(2.5, 6, &mut epochs), 1);
+        assert_eq!(epochs, vec![2]);
+        let mut epochs = vec![4, 8, 12];
+        assert_eq!(fit_to_budget(10.0, 6, &mut epochs), 3);
+        assert_eq!(epochs, vec![4, 8, 9]);
+        let mut epochs = vec![4, 8, 12];
+        assert_eq!(fit_to_budget(500.0, 6, &mut epochs), 6, "maxTrials still bounds the search");
+        assert_eq!(epochs, vec![4, 8, 12]);
+    }
 }
 
 fn trials_summary(trials: &[TrialView], scorer: ocellus_crds::experiment::Scorer) -> TrialsSummary {

@@ -170,8 +170,11 @@ pub fn search(
             }
         }
         let time_left = deadline - super::trial::now_seconds();
+        // A new trial starts only when its first epoch is likely to end before the deadline.
+        let may_start = first_epoch_estimate(&trials, &sample(trials.len())).is_none_or(|s| s <= time_left);
+        let max_trials = if may_start { settings.max_trials } else { trials.len() };
         let job = if running.len() < settings.parallel && time_left > 0.0 {
-            next_job(&trials, settings.max_trials, settings.scorer)
+            next_job(&trials, max_trials, settings.scorer)
         } else {
             None
         };
@@ -216,6 +219,16 @@ pub fn search(
     }
     write_json_atomically(&ledger_path, &SearchLedger { seconds_spent: spent(&started) })?;
     Ok(trials)
+}
+
+/// Seconds the first epoch of `config` will take, from the slowest first epoch seen so far,
+/// scaled by pixels per image and by the number of batches' worth of images (the same rows).
+pub fn first_epoch_estimate(trials: &[TrialView], config: &TrialConfig) -> Option<f64> {
+    trials
+        .iter()
+        .filter_map(|t| t.state.history.first().map(|r| (t, r.seconds)))
+        .map(|(t, seconds)| seconds * (f64::from(config.input_size) / f64::from(t.config.input_size)).powi(2))
+        .reduce(f64::max)
 }
 
 fn spawn_trial(
@@ -335,6 +348,17 @@ mod tests {
         assert_eq!(next_job(&trials, 10, Scorer::Accuracy), Some(Job::Start { id: 3, until: 1 }));
         let trials = vec![view(0, &[0.5], 9), view(1, &[0.9, 0.91, 0.92], 9), view(2, &[0.7], 9)];
         assert_eq!(next_job(&trials, 10, Scorer::Accuracy), Some(Job::Start { id: 3, until: 1 }));
+    }
+
+    #[test]
+    fn a_first_epoch_is_estimated_from_the_slowest_seen_scaled_by_pixels() {
+        let mut trials = vec![view(0, &[0.5], 9), view(1, &[0.6], 9)];
+        trials[0].state.history[0].seconds = 10.0;
+        trials[1].state.history[0].seconds = 4.0;
+        let mut config = trials[0].config.clone();
+        assert_eq!(first_epoch_estimate(&[], &config), None);
+        config.input_size = 192; // twice the side of the trials seen: four times the pixels
+        assert_eq!(first_epoch_estimate(&trials, &config), Some(40.0));
     }
 
     #[test]
