@@ -51,6 +51,19 @@ pub struct Trial {
     /// Boosting rounds kept: the best validation round (mean over folds when cross-validated).
     pub best_iteration: usize,
     pub seconds: f64,
+    /// LightGBM's validation metric ([`curve_metric`]) after each boosting round (mean over
+    /// folds when cross-validated).
+    #[serde(default)]
+    pub validation_curve: Vec<f64>,
+}
+
+/// The metric of [`Trial::validation_curve`]: what LightGBM minimises for the task.
+pub fn curve_metric(task: TaskKind) -> &'static str {
+    match task {
+        TaskKind::Regression => "l2",
+        TaskKind::Binary => "binary log loss",
+        TaskKind::Multiclass => "multiclass log loss",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

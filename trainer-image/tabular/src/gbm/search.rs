@@ -102,10 +102,11 @@ impl Search<'_> {
         valid: &Dataset,
         parameters: &str,
         abandon_at_deadline: bool,
-    ) -> Result<Option<(String, usize)>> {
+    ) -> Result<Option<(String, usize, Vec<f64>)>> {
         let mut training = Training::new(train, parameters)?;
         training.add_validation(valid)?;
         let (mut best, mut best_round) = (f64::INFINITY, 0);
+        let mut curve = Vec::new();
         for round in 1..=self.config.max_rounds {
             if abandon_at_deadline && self.past_deadline() {
                 return Ok(None);
@@ -114,6 +115,7 @@ impl Search<'_> {
                 break;
             }
             let metric = training.validation_metric()?;
+            curve.push(metric);
             if metric < best {
                 (best, best_round) = (metric, round);
             } else if round - best_round >= self.config.early_stopping_rounds {
@@ -122,7 +124,7 @@ impl Search<'_> {
         }
         // A model that never improved on its first round still keeps that round.
         let rounds = best_round.max(1);
-        Ok(Some((training.model_text(rounds)?, rounds)))
+        Ok(Some((training.model_text(rounds)?, rounds, curve)))
     }
 
     fn train_rounds(&self, train: &Dataset, parameters: &str, rounds: usize) -> Result<String> {
@@ -161,7 +163,13 @@ impl Search<'_> {
     }
 }
 
-/// Out-of-fold score and mean best round of one configuration.
+/// Mean over folds of the validation metric per round, for the rounds every fold reached.
+fn mean_curve(curves: &[Vec<f64>]) -> Vec<f64> {
+    let rounds = curves.iter().map(Vec::len).min().unwrap_or(0);
+    (0..rounds).map(|r| curves.iter().map(|c| c[r]).sum::<f64>() / curves.len() as f64).collect()
+}
+
+/// Out-of-fold score, mean best round and mean validation curve of one configuration.
 fn cross_validate(
     search: &Search,
     x: &Matrix,
@@ -169,13 +177,14 @@ fn cross_validate(
     folds: &[usize],
     parameters: &str,
     abandonable: bool,
-) -> Result<Option<(f64, usize)>> {
+) -> Result<Option<(f64, usize, Vec<f64>)>> {
     let width = match search.target.task {
         TaskKind::Multiclass => search.target.classes.len(),
         _ => 1,
     };
     let mut out_of_fold = vec![0.0; x.rows * width];
     let mut rounds = Vec::with_capacity(FOLDS);
+    let mut curves = Vec::with_capacity(FOLDS);
     for k in 0..FOLDS {
         let fit_rows: Vec<usize> = (0..x.rows).filter(|&i| folds[i] != k).collect();
         let held_rows: Vec<usize> = (0..x.rows).filter(|&i| folds[i] == k).collect();
@@ -185,10 +194,12 @@ fn cross_validate(
         let fit = Dataset::new(&fit_x, &labels(&fit_y, "training")?, &search.dataset_parameters, None)?;
         let held =
             Dataset::new(&held_x, &labels(&held_y, "training")?, &search.dataset_parameters, Some(&fit))?;
-        let Some((text, best)) = search.train_early_stopped(&fit, &held, parameters, abandonable)? else {
+        let Some((text, best, curve)) = search.train_early_stopped(&fit, &held, parameters, abandonable)?
+        else {
             return Ok(None);
         };
         rounds.push(best);
+        curves.push(curve);
         let booster = Booster::from_string(&text)?;
         let raw = booster.predict_with_params(&held_x.data, x.cols as i32, true, "num_threads=1")?;
         for (j, &row) in held_rows.iter().enumerate() {
@@ -197,7 +208,7 @@ fn cross_validate(
     }
     let predictions = raw_to_predictions(search.target, out_of_fold);
     let mean_rounds = (rounds.iter().sum::<usize>() as f64 / rounds.len() as f64).round() as usize;
-    Ok(Some((score(search.target, search.scorer, y, &predictions)?, mean_rounds.max(1))))
+    Ok(Some((score(search.target, search.scorer, y, &predictions)?, mean_rounds.max(1), mean_curve(&curves))))
 }
 
 pub fn fit(
@@ -275,21 +286,22 @@ pub fn fit(
         let parameters = search.booster_parameters(&params);
         let outcome = if cross_validated {
             cross_validate(&search, train, y, &folds, &parameters, index > 0)?
-                .map(|(s, rounds)| (s, rounds, None))
+                .map(|(s, rounds, curve)| (s, rounds, None, curve))
         } else {
             search
                 .train_early_stopped(&train_set, &valid_set, &parameters, index > 0)?
-                .map(|(text, rounds)| -> Result<_> {
-                    Ok((search.score_of(&text, valid, y_valid)?, rounds, Some(text)))
+                .map(|(text, rounds, curve)| -> Result<_> {
+                    Ok((search.score_of(&text, valid, y_valid)?, rounds, Some(text), curve))
                 })
                 .transpose()?
         };
-        let Some((trial_score, best_iteration, text)) = outcome else { break };
+        let Some((trial_score, best_iteration, text, validation_curve)) = outcome else { break };
         trials.push(Trial {
             params,
             score: trial_score,
             best_iteration,
             seconds: trial_started.elapsed().as_secs_f64(),
+            validation_curve,
         });
         if best.as_ref().is_none_or(|(b, _)| search.better(trial_score, trials[*b].score)) {
             best = Some((trials.len() - 1, text));

@@ -54,6 +54,19 @@ fn binary_breast_cancer_early_stops_on_validation_and_round_trips() {
     assert_eq!(model.info.scorer, Scorer::AUC);
     assert_eq!(model.info.trials.len(), 3);
     assert!(model.info.trials.iter().all(|t| t.best_iteration >= 1 && t.seconds > 0.0));
+    for trial in &model.info.trials {
+        // Every round's validation log loss, through early stopping's patience past the best.
+        let curve = &trial.validation_curve;
+        assert!(
+            curve.len() >= trial.best_iteration,
+            "{} rounds for best {}",
+            curve.len(),
+            trial.best_iteration
+        );
+        let lowest = curve.iter().copied().fold(f64::INFINITY, f64::min);
+        assert_eq!(curve[trial.best_iteration - 1], lowest, "the best round is the curve's minimum");
+        assert!(curve[0] > lowest, "boosting lowers the validation loss");
+    }
     let best = model.info.trials.iter().map(|t| t.score).fold(f64::MIN, f64::max);
     assert_eq!(model.info.validation_score, best);
 
@@ -92,6 +105,10 @@ fn small_regression_chooses_rounds_by_cross_validation() {
     let model = fit(&train, &valid, &target, &quick(3));
     assert!(model.info.cross_validated, "{} training rows", train.x.rows);
     assert_eq!(model.info.scorer, Scorer::RMSE);
+    // The folds' mean l2 per round, over the rounds every fold reached.
+    let curve = &model.info.trials[0].validation_curve;
+    assert!(!curve.is_empty() && curve.iter().all(|v| v.is_finite() && *v > 0.0));
+    assert!(curve.iter().copied().fold(f64::INFINITY, f64::min) < curve[0]);
     let predictions = model.predict(&test.x).unwrap();
     // Predicting the training mean scores R2 ~ 0; boosting on diabetes reaches about 0.4.
     let r2 = score(&target, Scorer::R2, &test.y, &predictions).unwrap();
