@@ -25,6 +25,15 @@ impl Error {
         move |source| wrap(source).into()
     }
 
+    /// A report that cannot be drawn from a folder is the folder's fault unless plotting broke.
+    pub fn from_report(error: ocellus_report::Error) -> Self {
+        match error {
+            ocellus_report::Error::Dataset(error) => error.into(),
+            ocellus_report::Error::Plot(message) => Error::Internal(message),
+            other => Error::bad_input(other.to_string()),
+        }
+    }
+
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         match self {

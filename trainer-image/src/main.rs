@@ -9,7 +9,7 @@ use ocellus_trainer::backbone::Registry;
 use ocellus_trainer::predict::{self, PredictArgs};
 use ocellus_trainer::preprocess::{Preprocess, open_image};
 use ocellus_trainer::run::{self, RunArgs};
-use ocellus_trainer::{Result, device};
+use ocellus_trainer::{Error, Result, device};
 use tch::Kind;
 
 #[derive(Parser)]
@@ -40,6 +40,12 @@ enum Command {
     Run(RunArgs),
     /// Score rows (CSV) with the scoring bundle of a finished run.
     Predict(PredictArgs),
+    /// Write DIR/report.html again from a finished run's folder (result.json, run.json,
+    /// predictions.csv, datasets).
+    Report {
+        /// The run's --out folder.
+        dir: PathBuf,
+    },
     /// Manage an experiment's artifacts.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
@@ -146,6 +152,11 @@ fn run(cli: Cli) -> Result<()> {
             let output = args.output.clone();
             let rows = predict::predict(args)?;
             println!("scored {rows} rows -> {}", output.display());
+            Ok(())
+        }
+        Command::Report { dir } => {
+            let path = ocellus_report::write_report(&dir).map_err(Error::from_report)?;
+            println!("wrote {}", path.display());
             Ok(())
         }
         Command::Artifacts(ArtifactsCommand::Delete { location }) => {

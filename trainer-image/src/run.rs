@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::backbone::Registry;
 use crate::embed::EmbedOptions;
 use crate::pipeline::auto_image::{self, AutoImageSettings};
-use crate::pipeline::embeddings::{self, RunSettings};
+use crate::pipeline::embeddings::{self, Outcome, RunSettings};
 use crate::{Error, Result, device};
 
 #[derive(clap::Args, Debug)]
@@ -100,14 +100,45 @@ pub fn run(args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
             embed,
         };
         let outcome = auto_image::run(experiment, &train, test.as_ref(), registry, &settings, &args.out)?;
-        write_json_atomically(&args.out.join("result.json"), &outcome.status)?;
-        return Ok(outcome.status);
+        return finish(outcome, &args.out);
     }
     let settings =
         RunSettings { device, embed, gbm_budget: Duration::from_secs(args.gbm_seconds), cache_dir };
     let outcome = embeddings::run(experiment, &train, test.as_ref(), registry, &settings, &args.out)?;
-    write_json_atomically(&args.out.join("result.json"), &outcome.status)?;
-    Ok(outcome.status)
+    finish(outcome, &args.out)
+}
+
+/// Writes run.json and result.json, then the report. The model is done by now: a report that
+/// cannot be drawn is a warning (with the command that retries it), not a failed run.
+fn finish(outcome: Outcome, out: &Path) -> Result<ExperimentStatus> {
+    let Outcome { mut status, mut record } = outcome;
+    record.train_dataset = relative_to(&record.train_dataset, out);
+    record.test_dataset = record.test_dataset.map(|p| relative_to(&p, out));
+    write_json_atomically(&out.join(ocellus_report::RUN_RECORD_FILE), &record)?;
+    let result = out.join("result.json");
+    write_json_atomically(&result, &status)?;
+    match ocellus_report::write_report(out) {
+        Ok(report) => {
+            println!("report: {}", report.display());
+            if let Some(artifacts) = status.artifacts.as_mut() {
+                artifacts.report = Some(report.display().to_string());
+            }
+            write_json_atomically(&result, &status)?;
+        }
+        Err(error) => eprintln!(
+            "warning: the report could not be written ({error}); retry with `ocellus report {}`",
+            out.display()
+        ),
+    }
+    Ok(status)
+}
+
+/// `path` relative to the run's folder when inside it, so a moved folder still finds its datasets.
+fn relative_to(path: &Path, out: &Path) -> PathBuf {
+    let (Ok(path_abs), Ok(out_abs)) = (path.canonicalize(), out.canonicalize()) else {
+        return path.to_owned();
+    };
+    path_abs.strip_prefix(&out_abs).map(Path::to_path_buf).unwrap_or(path_abs)
 }
 
 fn pick_experiment<'a>(manifests: &'a [Manifest], name: Option<&str>, file: &Path) -> Result<&'a Experiment> {

@@ -118,6 +118,29 @@ fn image_classification_searches_within_budget_and_predict_reproduces_it() {
     let accuracy = metric(&metrics.test, "Accuracy");
     assert!(accuracy > 0.3, "test accuracy {accuracy} on 10 classes (chance is 0.1)");
     check_predict_reproduces(out.path(), "digits-test");
+
+    // The report: per-epoch curves of every trial, its table, and the test plots.
+    let report = out.path().join("report.html");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("validation Accuracy per epoch") && html.contains("training loss per epoch"));
+    let trials = status.trials.unwrap();
+    assert_eq!(html.matches("<tr class=\"best\"").count(), 1, "the best trial is marked once");
+    assert_eq!(
+        html.split("id=\"trial-table\"")
+            .nth(1)
+            .unwrap()
+            .split("</table>")
+            .next()
+            .unwrap()
+            .matches("<tr")
+            .count(),
+        trials.total as usize + 1,
+        "one row per trial plus the header"
+    );
+    browser::render_report(
+        &report,
+        &["learning-curve-0", "learning-curve-1", "confusion-matrix", "per-class-f1"],
+    );
 }
 
 #[test]

@@ -51,6 +51,20 @@ fn mixed_image_and_tabular_regression_runs_and_predict_reproduces_its_test_predi
     let output = predict(&bundle, &inline_rows, &inline_predictions);
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(std::fs::read_to_string(&inline_predictions).unwrap(), expected);
+
+    // The report: regression plots, and the photo column's share of the gain beside the others.
+    let report = out.path().join("report.html");
+    assert_eq!(status.artifacts.unwrap().report, Some(report.display().to_string()));
+    let html = std::fs::read_to_string(&report).unwrap();
+    for column in ["photo (image)", "mileage (column)", "color (column)", "description (column)"] {
+        assert!(html.contains(column), "no {column} in the feature importance");
+    }
+    if let Some(rendered) = browser::render_report(
+        &report,
+        &["learning-curve", "predicted-vs-actual", "residuals", "feature-importance"],
+    ) {
+        assert!(rendered.thumbnails >= 10, "the gallery shows the worst test rows' photos");
+    }
 }
 
 #[test]
@@ -80,6 +94,29 @@ fn image_classification_runs_and_predict_reproduces_its_test_predictions() {
     let output = predict(&out.path().join("scoring"), &out.path().join("no-image.csv"), &again);
     assert_eq!(output.status.code(), Some(EXIT_BAD_INPUT), "{}", text(&output));
     assert!(text(&output).contains("lack column(s) image"), "{}", text(&output));
+
+    // The report: classification plots in a real browser, and `ocellus report` rebuilds the
+    // same file from the folder alone.
+    let report = out.path().join("report.html");
+    if let Some(rendered) =
+        browser::render_report(&report, &["learning-curve", "confusion-matrix", "per-class-f1"])
+    {
+        assert!(rendered.thumbnails >= 10, "{} thumbnails", rendered.thumbnails);
+    }
+    let first = std::fs::read(&report).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    let output = ocellus(&["report", out.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(std::fs::read(&report).unwrap(), first, "the report is a pure function of the run's files");
+}
+
+#[test]
+fn a_report_of_a_folder_that_is_not_a_run_says_what_to_point_at() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = ocellus(&["report", empty.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(EXIT_BAD_INPUT), "{}", text(&output));
+    assert!(text(&output).contains("no result.json"), "{}", text(&output));
+    assert!(!empty.path().join("report.html").exists());
 }
 
 fn architectures() -> &'static str {

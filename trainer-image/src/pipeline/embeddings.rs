@@ -17,12 +17,14 @@ use ocellus_crds::ExperimentStatus;
 use ocellus_crds::common::MetricValue;
 use ocellus_crds::dataset::ColumnType;
 use ocellus_crds::experiment::{
-    BestModel, EMBEDDING_DIMENSIONS, Experiment, Metrics, Pipeline, Scorer, TrialSummary, TrialsSummary,
+    BestModel, EMBEDDING_DIMENSIONS, Experiment, ExperimentSpec, Metrics, Pipeline, Scorer, TrialSummary,
+    TrialsSummary,
 };
 use ocellus_dataset::normalized::{ColumnMeta, NormalizedDataset};
 use ocellus_dataset::split::split_indices;
+use ocellus_report::{Curve, FeatureKind, ImportanceGroup, RunRecord, TrialRecord};
 use ocellus_tabular::columns::TabularEncoder;
-use ocellus_tabular::gbm::{FittedGbm, Gbm, GbmConfig};
+use ocellus_tabular::gbm::{FittedGbm, Gbm, GbmConfig, curve_metric};
 use ocellus_tabular::matrix::Matrix;
 use ocellus_tabular::metrics::{Predictions, evaluate, greater_is_better, resolve_scorer, scorer_name};
 use ocellus_tabular::pca::Pca;
@@ -56,6 +58,8 @@ pub struct RunSettings {
 /// What the pipeline produced, in the shape of `Experiment.status`.
 pub struct Outcome {
     pub status: ExperimentStatus,
+    /// What the report needs beyond the status (written as `DIR/run.json`).
+    pub record: RunRecord,
 }
 
 /// One candidate feature set and its model.
@@ -254,7 +258,75 @@ pub fn run(
         }),
         ..ExperimentStatus::default()
     };
-    Ok(Outcome { status })
+    let record = RunRecord {
+        experiment: name.to_owned(),
+        pipeline: "Embeddings".into(),
+        target_column: spec.target.clone(),
+        target: target.clone(),
+        scorer: scorer_name(scorer).into(),
+        greater_is_better: greater_is_better(scorer),
+        train_dataset: train.dir.clone(),
+        test_dataset: test.map(|t| t.dir.clone()),
+        image_columns: image_columns.iter().map(|c| c.name.clone()).collect(),
+        trials: candidates.iter().enumerate().map(|(i, c)| candidate_record(i, c, spec, &target)).collect(),
+        feature_importance: importance_groups(best, &encoder)?,
+    };
+    Ok(Outcome { status, record })
+}
+
+/// A candidate dimension as a trial of the report: its feature set, the chosen LightGBM
+/// parameters and that model's validation curve.
+fn candidate_record(id: usize, candidate: &Candidate, spec: &ExperimentSpec, target: &Target) -> TrialRecord {
+    let info = &candidate.gbm.info;
+    let mut config = Map::new();
+    config.insert("architectures".into(), spec.embeddings.architectures.join("+").into());
+    config.insert("embeddingDimension".into(), candidate.dimension.into());
+    config.insert("fineTuned".into(), spec.embeddings.fine_tune.enabled.into());
+    if let Ok(Value::Object(params)) = serde_json::to_value(&info.params) {
+        config.extend(params);
+    }
+    config.insert("boostingRounds".into(), info.best_iteration.into());
+    config.insert("gbmTrials".into(), info.trials.len().into());
+    let curve = info.trials.iter().find(|t| t.params == info.params).map(|t| t.validation_curve.clone());
+    TrialRecord {
+        id,
+        config,
+        score: Some(candidate.score),
+        status: "Finished".into(),
+        curves: curve
+            .into_iter()
+            .map(|values| Curve {
+                metric: format!("LightGBM validation {}", curve_metric(target.task)),
+                step: "boosting round".into(),
+                values,
+            })
+            .collect(),
+    }
+}
+
+/// The winning model's split gain summed per source column: all embedding features of an image
+/// column together, each tabular column (a text column's components together).
+fn importance_groups(best: &Candidate, encoder: &TabularEncoder) -> Result<Vec<ImportanceGroup>> {
+    let gains = best.gbm.feature_importance().map_err(tabular_error)?;
+    let mut sources: Vec<(String, FeatureKind)> = Vec::new();
+    for (feature, _, _) in &best.images {
+        sources.extend(std::iter::repeat_n(
+            (feature.column.clone(), FeatureKind::ImageEmbedding),
+            feature.dimension,
+        ));
+    }
+    sources.extend(encoder.feature_groups().into_iter().map(|c| (c, FeatureKind::Tabular)));
+    if sources.len() != gains.len() {
+        return Err(Error::Internal(format!("{} importances for {} features", gains.len(), sources.len())));
+    }
+    let mut groups: Vec<ImportanceGroup> = Vec::new();
+    for ((column, kind), gain) in sources.into_iter().zip(gains) {
+        match groups.iter_mut().find(|g| g.column == column && g.kind == kind) {
+            Some(group) => group.gain += gain,
+            None => groups.push(ImportanceGroup { column, kind, gain }),
+        }
+    }
+    Ok(groups)
 }
 
 /// Every (column, architecture) through its pretrained backbone, once.

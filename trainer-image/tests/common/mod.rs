@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests of `ocellus run` and `ocellus predict`.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

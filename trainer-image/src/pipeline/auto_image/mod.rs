@@ -9,6 +9,7 @@
 //!    the same code `ocellus predict` runs.
 
 pub mod optimizer;
+mod record;
 pub mod schedule;
 pub mod search;
 pub mod space;
@@ -23,7 +24,8 @@ use ocellus_crds::experiment::{
     ArtifactLocations, BestModel, Experiment, Metrics, Pipeline, TrialSummary, TrialsSummary,
 };
 use ocellus_dataset::normalized::NormalizedDataset;
-use ocellus_tabular::metrics::{evaluate, resolve_scorer, scorer_name};
+use ocellus_report::RunRecord;
+use ocellus_tabular::metrics::{evaluate, greater_is_better, resolve_scorer, scorer_name};
 use ocellus_tabular::task::{Target, TaskKind};
 use serde_json::{Map, Value};
 use tch::Device;
@@ -271,7 +273,20 @@ pub fn run(
         ..ExperimentStatus::default()
     };
     write_json_atomically(&work.join("history.json"), &history(&trials))?;
-    Ok(Outcome { status })
+    let record = RunRecord {
+        experiment: name.to_owned(),
+        pipeline: "AutoImage".into(),
+        target_column: spec.target.clone(),
+        target: target.clone(),
+        scorer: scorer_name(scorer).into(),
+        greater_is_better: greater_is_better(scorer),
+        train_dataset: train.dir.clone(),
+        test_dataset: test.map(|t| t.dir.clone()),
+        image_columns: vec![image_column.clone()],
+        trials: trials.iter().map(|t| record::trial_record(t, scorer_name(scorer))).collect(),
+        feature_importance: Vec::new(),
+    };
+    Ok(Outcome { status, record })
 }
 
 /// The one image column; anything else is for the embeddings pipeline.
