@@ -605,6 +605,16 @@ pub async fn experiment_lifecycle() -> Vec<Seen> {
         )
         .await;
     experiment = with_status(experiment, &seen[0]);
+    // The trainer sent no artifacts: the status links where `ocellus run` wrote them.
+    let artifacts = experiment.status.as_ref().and_then(|s| s.artifacts.clone()).unwrap_or_default();
+    assert_eq!(
+        artifacts.report.as_deref(),
+        Some("s3://ocellus-artifacts/runs/experiments/ml/cats-exp/report.html")
+    );
+    assert_eq!(
+        artifacts.scoring_bundle.as_deref(),
+        Some("s3://ocellus-artifacts/runs/experiments/ml/cats-exp/scoring")
+    );
     all.extend(seen);
     // 6. Steady state: nothing.
     let (action, seen) = world.reconcile_experiment(&experiment, vec![]).await;

@@ -17,7 +17,7 @@ use ocellus_crds::{Dataset, Experiment, is_true};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result, is_already_exists};
 use crate::job_state::{Assessment, Phase, assess};
-use crate::jobs::{cleanup_job, queue_name, trainer_job};
+use crate::jobs::{cleanup_job, experiment_artifacts, queue_name, trainer_job};
 use crate::metrics::ObjectState;
 use crate::names::job_name;
 use crate::status::{apply_status, clear, publish_change, set, summary};
@@ -149,6 +149,9 @@ impl ExperimentReconciler for Experiment {
             status.best_model = report.best_model.or(status.best_model);
             status.trials = report.trials.or(status.trials);
             status.artifacts = report.artifacts.or(status.artifacts);
+        }
+        if phase == Some(Phase::Succeeded) && status.artifacts.is_none() {
+            status.artifacts = Some(experiment_artifacts(self, &context.config));
         }
         let mut requeue = match phase {
             Some(Phase::Pending) => Some(POLL),

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use ocellus_crds::experiment::Pipeline;
+use ocellus_crds::experiment::{ArtifactLocations, Pipeline};
 use ocellus_crds::report::{dataset_audience, experiment_audience};
 use ocellus_crds::{Dataset, Experiment};
 use serde::Serialize;
@@ -90,6 +90,20 @@ pub fn import_job(dataset: &Dataset, parent: Option<&Dataset>, config: &Config) 
     }
     let spec = pod.into_job_spec(DEFAULT_DEADLINE_SECONDS, false);
     job(dataset, &job_name(&name, "import"), spec)
+}
+
+/// Where a finished `ocellus run` of `experiment` left its files, as the user finds them in the
+/// store (`s3://bucket/...` or `pvc://claim/...`): the status links them even when the trainer
+/// sent no report.
+pub fn experiment_artifacts(experiment: &Experiment, config: &Config) -> ArtifactLocations {
+    let namespace = experiment.namespace().unwrap_or_default();
+    let location = format!("{}/experiments/{namespace}/{}", config.artifacts, experiment.name_any());
+    ArtifactLocations {
+        scoring_bundle: Some(format!("{location}/scoring")),
+        predictions: experiment.spec.test_dataset_ref.as_ref().map(|_| format!("{location}/predictions.csv")),
+        report: Some(format!("{location}/report.html")),
+        location: Some(location),
+    }
 }
 
 /// The Job running `experiment`: `ocellus run` on a manifest of the Experiment and its
