@@ -52,8 +52,10 @@ $(VENV)/.installed: trainer-image/requirements.txt
 
 # LightGBM (ocellus-tabular, through lightgbm3) is built from source: bindgen needs libclang,
 # and CMake >= 3.28 comes from the virtualenv (requirements.txt), Debian's 3.25 being too old.
+# Chromium renders the experiment report in its browser test (Debian's package, no download).
 native-deps:
 	@dpkg -s libclang-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libclang-dev; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 
 backbones: $(LITE0)
 
@@ -94,8 +96,9 @@ crds:
 api-docs:
 	cargo run --quiet -p ocellus-tests --bin derived-files
 
+# Chromium was installed by setup, so the report's browser test must run, not skip.
 test: setup tools
-	cargo test --workspace
+	OCELLUS_REQUIRE_CHROMIUM=1 cargo test --workspace
 
 test-cuda: setup
 	cargo test -p ocellus-trainer --features cuda-tests
@@ -118,6 +121,7 @@ demo: setup testdata/photos
 	@echo "== scoring rows with the bundle (image cells are paths relative to the CSV)"
 	$(OCELLUS) predict --bundle out/photo-prices/scoring --input testdata/sets/photo-prices/table.csv --output out/photo-prices/all-rows.csv
 	@head -5 out/photo-prices/all-rows.csv
+	@echo "== the experiment report: open out/photo-prices/report.html in a browser"
 
 bench: bench-import bench-embed bench-quality bench-gbm bench-auto
 
