@@ -124,14 +124,10 @@ pub fn render_report(report: &Path, expected_plots: &[&str]) -> Option<Rendered>
         let width = (rect[2] as u32).min(window.width().saturating_sub(x));
         let height = (rect[3] as u32).min(window.height().saturating_sub(y));
         assert!(width > 100 && height > 100, "plot {plot} is not on screen: {rect:?}");
-        let plot = image::imageops::crop_imm(&window, x, y, width, height).to_image();
-        let inked = plot.pixels().filter(|p| p.0.iter().any(|&c| c < 200)).count();
+        let pixels = image::imageops::crop_imm(&window, x, y, width, height).to_image();
+        let inked = pixels.pixels().filter(|p| p.0.iter().any(|&c| c < 200)).count();
         let share = inked as f64 / (width * height) as f64;
-        assert!(
-            share > 0.02,
-            "plot {} is nearly blank in the browser ({share:.3} of its pixels inked)",
-            plots[index]
-        );
+        assert!(share > 0.02, "plot {plot} is nearly blank in the browser ({share:.3} of its pixels inked)");
     }
     tab.evaluate("window.scrollTo(0, 0)", false).unwrap();
     let screenshot = report.with_file_name("report-screenshot.png");
