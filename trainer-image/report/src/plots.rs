@@ -1,6 +1,7 @@
 //! Every plot of the report, drawn by plotters into an SVG string for inline embedding.
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -57,6 +58,35 @@ fn range_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+type NumericChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A titled chart with numeric axes, its grid, ticks and axis names drawn.
+fn numeric_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_label, y_label): (&str, &str),
+) -> std::result::Result<NumericChart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x, y)
+        .map_err(text)?;
+    chart
+        .configure_mesh()
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(text)?;
+    Ok(chart)
+}
+
 /// One line per series; x is the step (1-based).
 pub fn line_chart(
     title: &str,
@@ -67,23 +97,7 @@ pub fn line_chart(
     let steps = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
     let (lo, hi) = range_of(series.iter().flat_map(|(_, v)| v.iter().copied()));
     draw((WIDTH, HEIGHT), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(1f64..steps as f64, lo..hi)
-            .map_err(text)?;
-        chart
-            .configure_mesh()
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .x_label_formatter(&tick)
-            .y_label_formatter(&tick)
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(text)?;
+        let mut chart = numeric_chart(root, title, (1f64..steps as f64, lo..hi), (x_label, y_label))?;
         for (index, (name, values)) in series.iter().enumerate() {
             let color = Palette99::pick(index).to_rgba();
             let points: Vec<(f64, f64)> = values
@@ -177,21 +191,12 @@ pub fn confusion_matrix(classes: &[String], counts: &[Vec<usize>]) -> Result<Str
 
 pub fn roc_curve(points: &[(f64, f64)], auc: f64, positive_class: &str) -> Result<String> {
     draw((HEIGHT + 60, HEIGHT), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("ROC curve, positive class {positive_class} (AUC {auc:.4})"), (FONT, 16))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-            .map_err(text)?;
-        chart
-            .configure_mesh()
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .x_desc("false positive rate")
-            .y_desc("true positive rate")
-            .draw()
-            .map_err(text)?;
+        let mut chart = numeric_chart(
+            root,
+            &format!("ROC curve, positive class {positive_class} (AUC {auc:.4})"),
+            (0f64..1f64, 0f64..1f64),
+            ("false positive rate", "true positive rate"),
+        )?;
         chart
             .draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3).stroke_width(1)))
             .map_err(text)?;
@@ -261,23 +266,7 @@ pub fn scatter(
         (y_lo, y_hi) = (x_lo, x_hi);
     }
     draw((WIDTH, HEIGHT), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(72)
-            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
-            .map_err(text)?;
-        chart
-            .configure_mesh()
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .x_label_formatter(&tick)
-            .y_label_formatter(&tick)
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(text)?;
+        let mut chart = numeric_chart(root, title, (x_lo..x_hi, y_lo..y_hi), (x_label, y_label))?;
         if diagonal {
             chart
                 .draw_series(LineSeries::new(
@@ -308,23 +297,7 @@ pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> Res
     }
     let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
     draw((WIDTH, HEIGHT), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(56)
-            .build_cartesian_2d(lo..hi, 0f64..top)
-            .map_err(text)?;
-        chart
-            .configure_mesh()
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .x_label_formatter(&tick)
-            .y_label_formatter(&tick)
-            .x_desc(x_label)
-            .y_desc("rows")
-            .draw()
-            .map_err(text)?;
+        let mut chart = numeric_chart(root, title, (lo..hi, 0f64..top), (x_label, "rows"))?;
         chart
             .draw_series(counts.iter().enumerate().map(|(i, &c)| {
                 let x0 = lo + i as f64 * width;

@@ -40,6 +40,7 @@ use crate::bundle::{
 use crate::embed::{EmbedOptions, Embeddings, ImageInput, embed};
 use crate::finetune::{FineTuneConfig, Objective, fine_tune};
 use crate::image_cells::ImageCells;
+use crate::pipeline::run_record;
 use crate::{Error, Result};
 
 /// Share of the labelled training rows used to fit; the rest validates.
@@ -258,18 +259,11 @@ pub fn run(
         }),
         ..ExperimentStatus::default()
     };
+    let image_names = image_columns.iter().map(|c| c.name.clone()).collect();
     let record = RunRecord {
-        experiment: name.to_owned(),
-        pipeline: "Embeddings".into(),
-        target_column: spec.target.clone(),
-        target: target.clone(),
-        scorer: scorer_name(scorer).into(),
-        greater_is_better: greater_is_better(scorer),
-        train_dataset: train.dir.clone(),
-        test_dataset: test.map(|t| t.dir.clone()),
-        image_columns: image_columns.iter().map(|c| c.name.clone()).collect(),
         trials: candidates.iter().enumerate().map(|(i, c)| candidate_record(i, c, spec, &target)).collect(),
         feature_importance: importance_groups(best, &encoder)?,
+        ..run_record(experiment, Pipeline::Embeddings, &target, scorer, (train, test), image_names)
     };
     Ok(Outcome { status, record })
 }

@@ -25,7 +25,7 @@ use ocellus_crds::experiment::{
 };
 use ocellus_dataset::normalized::NormalizedDataset;
 use ocellus_report::RunRecord;
-use ocellus_tabular::metrics::{evaluate, greater_is_better, resolve_scorer, scorer_name};
+use ocellus_tabular::metrics::{evaluate, resolve_scorer, scorer_name};
 use ocellus_tabular::task::{Target, TaskKind};
 use serde_json::{Map, Value};
 use tch::Device;
@@ -41,6 +41,7 @@ use crate::embed::{EmbedOptions, ImageInput};
 use crate::finetune::{LinearProjection, standardisation};
 use crate::image_cells::ImageCells;
 use crate::pipeline::embeddings::{Outcome, bar, fit_and_validation_rows, test_metrics};
+use crate::pipeline::run_record;
 use crate::run::write_json_atomically;
 use crate::{Error, Result};
 
@@ -274,17 +275,15 @@ pub fn run(
     };
     write_json_atomically(&work.join("history.json"), &history(&trials))?;
     let record = RunRecord {
-        experiment: name.to_owned(),
-        pipeline: "AutoImage".into(),
-        target_column: spec.target.clone(),
-        target: target.clone(),
-        scorer: scorer_name(scorer).into(),
-        greater_is_better: greater_is_better(scorer),
-        train_dataset: train.dir.clone(),
-        test_dataset: test.map(|t| t.dir.clone()),
-        image_columns: vec![image_column.clone()],
         trials: trials.iter().map(|t| record::trial_record(t, scorer_name(scorer))).collect(),
-        feature_importance: Vec::new(),
+        ..run_record(
+            experiment,
+            Pipeline::AutoImage,
+            &target,
+            scorer,
+            (train, test),
+            vec![image_column.clone()],
+        )
     };
     Ok(Outcome { status, record })
 }
