@@ -145,6 +145,14 @@ pub fn confusion_matrix(classes: &[String], counts: &[Vec<usize>]) -> Result<Str
             }
             SegmentValue::Last => String::new(),
         };
+        // The y axis grows upwards: the first class's row is drawn at the top, as it is read.
+        let row_of = |a: usize| n - 1 - a;
+        let row_name = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if *i < n => {
+                name(&SegmentValue::Exact(row_of(*i)))
+            }
+            _ => String::new(),
+        };
         chart
             .configure_mesh()
             .label_style((FONT, 13))
@@ -155,7 +163,7 @@ pub fn confusion_matrix(classes: &[String], counts: &[Vec<usize>]) -> Result<Str
             .x_labels(n)
             .y_labels(n)
             .x_label_formatter(&name)
-            .y_label_formatter(&name)
+            .y_label_formatter(&row_name)
             .draw()
             .map_err(text)?;
         for (a, row) in counts.iter().enumerate() {
@@ -166,8 +174,8 @@ pub fn confusion_matrix(classes: &[String], counts: &[Vec<usize>]) -> Result<Str
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
                         [
-                            (SegmentValue::Exact(p), SegmentValue::Exact(a)),
-                            (SegmentValue::Exact(p + 1), SegmentValue::Exact(a + 1)),
+                            (SegmentValue::Exact(p), SegmentValue::Exact(row_of(a))),
+                            (SegmentValue::Exact(p + 1), SegmentValue::Exact(row_of(a) + 1)),
                         ],
                         color.filled(),
                     )))
@@ -179,7 +187,7 @@ pub fn confusion_matrix(classes: &[String], counts: &[Vec<usize>]) -> Result<Str
                 chart
                     .draw_series(std::iter::once(Text::new(
                         count.to_string(),
-                        (SegmentValue::CenterOf(p), SegmentValue::CenterOf(a)),
+                        (SegmentValue::CenterOf(p), SegmentValue::CenterOf(row_of(a))),
                         style,
                     )))
                     .map_err(text)?;
@@ -337,6 +345,14 @@ mod tests {
         for needle in [">\n7\n<", ">\n1\n<", ">\n2\n<", ">\n13\n<", "cat", "dog", "predicted", "actual"] {
             assert!(svg.contains(needle), "no {needle} in the matrix");
         }
+        // Read top-down: the actual-cat row (7, 1) is drawn above the actual-dog row (2, 13).
+        let y_of = |count: &str| {
+            let at = svg.find(&format!(">\n{count}\n<")).unwrap();
+            let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
+            let y = tag.split(" y=\"").nth(1).unwrap().split('"').next().unwrap();
+            y.parse::<f64>().unwrap()
+        };
+        assert!(y_of("7") < y_of("13"), "the first class's row is on top");
     }
 
     #[test]
