@@ -92,12 +92,17 @@ pub fn import_job(dataset: &Dataset, parent: Option<&Dataset>, config: &Config) 
     job(dataset, &job_name(&name, "import"), spec)
 }
 
+/// The folder of `experiment`'s run under an artifact-store root (the pod's mount, or the
+/// store's `s3://`/`pvc://` address): the trainer writes there, cleanup deletes it, status links it.
+fn experiment_folder(root: &str, experiment: &Experiment) -> String {
+    format!("{root}/experiments/{}/{}", experiment.namespace().unwrap_or_default(), experiment.name_any())
+}
+
 /// Where a finished `ocellus run` of `experiment` left its files, as the user finds them in the
 /// store (`s3://bucket/...` or `pvc://claim/...`): the status links them even when the trainer
 /// sent no report.
 pub fn experiment_artifacts(experiment: &Experiment, config: &Config) -> ArtifactLocations {
-    let namespace = experiment.namespace().unwrap_or_default();
-    let location = format!("{}/experiments/{namespace}/{}", config.artifacts, experiment.name_any());
+    let location = experiment_folder(&config.artifacts.to_string(), experiment);
     ArtifactLocations {
         scoring_bundle: Some(format!("{location}/scoring")),
         predictions: experiment.spec.test_dataset_ref.as_ref().map(|_| format!("{location}/predictions.csv")),
@@ -118,7 +123,7 @@ pub fn trainer_job(experiment: &Experiment, datasets: &[&Dataset], config: &Conf
         "run".to_owned(),
         format!("{MANIFEST_DIR}/manifest.yaml"),
         "--out".to_owned(),
-        format!("{out}/experiments/{namespace}/{name}"),
+        experiment_folder(&out, experiment),
     ];
     let mut pod = TrainerPod::new(config, args, &manifest, experiment_audience(&namespace, &name));
     let resources = &experiment.spec.resources;
@@ -160,8 +165,7 @@ pub fn cleanup_job(experiment: &Experiment, config: &Config) -> Job {
     let namespace = experiment.namespace().unwrap_or_default();
     let name = experiment.name_any();
     let out = config.artifacts.in_pod(ARTIFACTS_DIR);
-    let args =
-        vec!["artifacts".to_owned(), "delete".to_owned(), format!("{out}/experiments/{namespace}/{name}")];
+    let args = vec!["artifacts".to_owned(), "delete".to_owned(), experiment_folder(&out, experiment)];
     let mut pod = TrainerPod::new(config, args, "", String::new());
     // No manifest and no status reports: drop the manifest and token volumes.
     pod.spec.volumes.get_or_insert_default().retain(|v| v.name != "manifest" && v.name != "status-token");

@@ -204,7 +204,8 @@ fn trial_table(record: &RunRecord) -> Markup {
             }
         }
     }
-    let best_id = ranked(record).first().filter(|t| t.score.is_some()).map(|t| t.id);
+    let trials = ranked(record);
+    let best_id = trials.first().filter(|t| t.score.is_some()).map(|t| t.id);
     html! {
         h2 id="trials" { "Trials (" (record.trials.len()) ")" }
         div.wide { table id="trial-table" {
@@ -212,7 +213,7 @@ fn trial_table(record: &RunRecord) -> Markup {
                 th { "trial" } th { "status" } th { (record.scorer) }
                 @for key in &keys { th { (key) } }
             }
-            @for trial in ranked(record) {
+            @for trial in &trials {
                 tr class=[(Some(trial.id) == best_id).then_some("best")] {
                     td.number { (trial.id) }
                     td { (trial.status) }
