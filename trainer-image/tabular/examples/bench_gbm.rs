@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ocellus_tabular::Matrix;
 use ocellus_tabular::gbm::{Gbm, GbmConfig};
+use ocellus_tabular::learner::TrainingData;
 use ocellus_tabular::metrics::evaluate;
 use ocellus_tabular::task::{Target, TaskKind};
 
@@ -47,7 +48,8 @@ fn main() {
         ..GbmConfig::default()
     };
     let start = Instant::now();
-    let model = Gbm::fit(&x, &y, &xv, &yv, &target, &[], &config).expect("fit");
+    let data = TrainingData { train: &x, y: &y, valid: &xv, y_valid: &yv, target: &target, categorical: &[] };
+    let model = Gbm::fit(&data, &config).expect("fit");
     let fit_seconds = start.elapsed().as_secs_f64();
     let predictions = model.predict(&xt).expect("predict");
     let test: serde_json::Map<String, serde_json::Value> =

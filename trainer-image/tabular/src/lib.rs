@@ -20,7 +20,9 @@
 //!    search over LightGBM's main hyperparameters with early stopping on validation (k-fold
 //!    choice of rounds below [`gbm::SMALL_DATA_ROWS`] training rows). The
 //!    [`gbm::FittedGbm`] predicts [`metrics::Predictions`], reports gain importances and every
-//!    trial, and saves to / loads from a directory.
+//!    trial, and saves to / loads from a directory. [`linear::fit`] fits the other candidate
+//!    learner, an L2-regularised logistic / ridge regression on standardised features;
+//!    [`learner::FittedModel`] is either, behind one predict / save / load.
 //! 6. [`metrics::evaluate`] gives every metric that applies (RMSE, MAE, R2; AUC, LogLoss,
 //!    Accuracy, F1) as `MetricValue`s; [`metrics::resolve_scorer`] resolves `Scorer::Auto` as
 //!    Driverless AI does (RMSE, AUC for binary, LogLoss for multiclass).
@@ -32,11 +34,15 @@
 pub mod columns;
 pub mod error;
 pub mod gbm;
+pub mod learner;
 mod linalg;
+pub mod linear;
 pub mod matrix;
 pub mod metrics;
 pub mod pca;
 pub mod task;
+#[cfg(test)]
+mod test_data;
 mod text;
 
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@ use ocellus_crds::experiment::Scorer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::learner::TrainingData;
 use crate::matrix::Matrix;
 use crate::metrics::Predictions;
 use crate::task::{Target, TaskKind};
@@ -128,18 +129,10 @@ pub const INFO_FILE: &str = "gbm.json";
 pub struct Gbm;
 
 impl Gbm {
-    /// Fits on `train` (labels `y`, encoded by `target`), choosing among trials by the scorer on
-    /// `valid`. `categorical` lists the feature indices LightGBM treats as categories.
-    pub fn fit(
-        train: &Matrix,
-        y: &[f64],
-        valid: &Matrix,
-        y_valid: &[f64],
-        target: &Target,
-        categorical: &[usize],
-        config: &GbmConfig,
-    ) -> Result<FittedGbm> {
-        search::fit(train, y, valid, y_valid, target, categorical, config)
+    /// Fits on the training rows, choosing among trials by the scorer on the validation rows;
+    /// LightGBM treats the `categorical` features as categories.
+    pub fn fit(data: &TrainingData, config: &GbmConfig) -> Result<FittedGbm> {
+        search::fit(data, config)
     }
 }
 

@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use super::lgbm::{Dataset, Training};
 use super::{FittedGbm, GbmConfig, GbmInfo, Params, Trial, raw_to_predictions};
 use crate::error::{Error, Result};
+use crate::learner::TrainingData;
 use crate::matrix::Matrix;
 use crate::metrics::{greater_is_better, resolve_scorer, score};
 use crate::task::{Target, TaskKind};
@@ -211,25 +212,10 @@ fn cross_validate(
     Ok(Some((score(search.target, search.scorer, y, &predictions)?, mean_rounds.max(1), mean_curve(&curves))))
 }
 
-pub fn fit(
-    train: &Matrix,
-    y: &[f64],
-    valid: &Matrix,
-    y_valid: &[f64],
-    target: &Target,
-    categorical: &[usize],
-    config: &GbmConfig,
-) -> Result<FittedGbm> {
+pub fn fit(data: &TrainingData, config: &GbmConfig) -> Result<FittedGbm> {
     let started = Instant::now();
-    if train.rows != y.len() || valid.rows != y_valid.len() {
-        return Err(Error::Internal(format!(
-            "{} training rows with {} labels, {} validation rows with {} labels",
-            train.rows,
-            y.len(),
-            valid.rows,
-            y_valid.len()
-        )));
-    }
+    data.check_shapes()?;
+    let TrainingData { train, y, valid, y_valid, target, categorical } = *data;
     if train.rows < 2 * FOLDS || valid.rows == 0 {
         return Err(Error::bad_input(format!(
             "gradient boosting needs at least {} training rows and one validation row; got {} and {}: \
@@ -238,15 +224,6 @@ pub fn fit(
             train.rows,
             valid.rows
         )));
-    }
-    if train.cols != valid.cols {
-        return Err(Error::Internal(format!(
-            "{} training but {} validation features",
-            train.cols, valid.cols
-        )));
-    }
-    if let Some(&c) = categorical.iter().find(|&&c| c >= train.cols) {
-        return Err(Error::Internal(format!("categorical feature {c} of {} features", train.cols)));
     }
     let categorical_list = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
     let mut dataset_parameters = format!(

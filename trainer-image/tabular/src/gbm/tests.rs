@@ -4,44 +4,17 @@
 use std::time::Duration;
 
 use ocellus_crds::experiment::{Scorer, Task};
-use serde_json::json;
 
 use super::*;
 use crate::metrics::{evaluate, score};
-
-struct Split {
-    x: Matrix,
-    y: Vec<f64>,
-}
-
-/// Rows i % 5 == 0 validate, i % 5 == 1 test, the rest train.
-fn load(csv: &str) -> (Split, Split, Split) {
-    let mut splits: [(Vec<Vec<f32>>, Vec<f64>); 3] = Default::default();
-    for (i, line) in csv.lines().enumerate() {
-        let values: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
-        let (features, target) = values.split_at(values.len() - 1);
-        let split = match i % 5 {
-            0 => 1,
-            1 => 2,
-            _ => 0,
-        };
-        splits[split].0.push(features.iter().map(|v| *v as f32).collect());
-        splits[split].1.push(target[0]);
-    }
-    let [train, valid, test] = splits.map(|(rows, y)| Split { x: Matrix::from_rows(&rows).unwrap(), y });
-    (train, valid, test)
-}
-
-fn target_of(y: &[f64], task: Task) -> Target {
-    Target::detect(&y.iter().map(|v| json!(v)).collect::<Vec<_>>(), task).unwrap()
-}
+use crate::test_data::{Split, data, load, target_of};
 
 fn quick(seed: u64) -> GbmConfig {
     GbmConfig { budget: Duration::from_secs(20), seed, max_trials: 3, ..GbmConfig::default() }
 }
 
 fn fit(train: &Split, valid: &Split, target: &Target, config: &GbmConfig) -> FittedGbm {
-    Gbm::fit(&train.x, &train.y, &valid.x, &valid.y, target, &[], config).unwrap()
+    Gbm::fit(&data(train, valid, target, &[]), config).unwrap()
 }
 
 #[test]
@@ -144,16 +117,17 @@ fn categorical_features_split_by_category() {
     let target = Target { task: TaskKind::Regression, classes: vec![] };
     let pick = |idx: &[usize]| idx.iter().map(|&i| y[i]).collect::<Vec<_>>();
     let config = GbmConfig { max_trials: 1, ..quick(0) };
-    let model = Gbm::fit(
-        &x.select_rows(&train),
-        &pick(&train),
-        &x.select_rows(&valid),
-        &pick(&valid),
-        &target,
-        &[0],
-        &config,
-    )
-    .unwrap();
+    let (train_x, valid_x, y_train, y_valid) =
+        (x.select_rows(&train), x.select_rows(&valid), pick(&train), pick(&valid));
+    let data = TrainingData {
+        train: &train_x,
+        y: &y_train,
+        valid: &valid_x,
+        y_valid: &y_valid,
+        target: &target,
+        categorical: &[0],
+    };
+    let model = Gbm::fit(&data, &config).unwrap();
     assert_eq!(model.info.categorical_features, vec![0]);
     assert!(model.info.validation_score < 0.1, "RMSE {}", model.info.validation_score);
 }
@@ -170,26 +144,19 @@ fn the_first_trial_always_runs_even_without_budget() {
 fn bad_input_is_a_clear_error() {
     let (train, valid, _) = load(include_str!("../../testdata/iris.csv"));
     let target = target_of(&train.y, Task::Auto);
-    let few = train.x.select_rows(&[0, 1, 2]);
-    let e = Gbm::fit(&few, &train.y[..3], &valid.x, &valid.y, &target, &[], &quick(0)).err().unwrap();
+    let few = Split { x: train.x.select_rows(&[0, 1, 2]), y: train.y[..3].to_vec() };
+    let e = Gbm::fit(&data(&few, &valid, &target, &[]), &quick(0)).err().unwrap();
     assert!(e.is_bad_input() && e.to_string().contains("at least 10 training rows"), "{e}");
 
     let mut y = train.y.clone();
     y[4] = f64::NAN;
-    let e = Gbm::fit(&train.x, &y, &valid.x, &valid.y, &target, &[], &quick(0)).err().unwrap();
+    let unlabelled = Split { x: train.x.clone(), y };
+    let e = Gbm::fit(&data(&unlabelled, &valid, &target, &[]), &quick(0)).err().unwrap();
     assert!(e.is_bad_input() && e.to_string().contains("training row 4"), "{e}");
 
-    let e = Gbm::fit(
-        &train.x,
-        &train.y,
-        &valid.x,
-        &valid.y,
-        &target,
-        &[],
-        &GbmConfig { scorer: Scorer::RMSE, ..quick(0) },
-    )
-    .err()
-    .unwrap();
+    let e = Gbm::fit(&data(&train, &valid, &target, &[]), &GbmConfig { scorer: Scorer::RMSE, ..quick(0) })
+        .err()
+        .unwrap();
     assert!(e.is_bad_input(), "{e}");
 
     let model = fit(&train, &valid, &target, &GbmConfig { max_trials: 1, ..quick(0) });
