@@ -548,6 +548,11 @@ pub struct TrialSummary {
     /// Embeddings pipeline: the candidate embedding size this trial tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_dimension: Option<i32>,
+    /// Embeddings pipeline: the model trained on the features (`LightGBM`,
+    /// `LogisticRegression`, `Ridge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub learner: Option<String>,
 }
 
 /// Where the outputs are.

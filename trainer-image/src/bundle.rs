@@ -6,7 +6,7 @@
 //! scoring/backbones/<arch>/           model.pt (+ inference.pt) and manifest.json, copied
 //! scoring/projections/<col>.<arch>.json   the PCA fitted on the training rows
 //! scoring/tabular.json                the encoder of the numeric, categorical and text columns
-//! scoring/gbm/                        the LightGBM model
+//! scoring/gbm/ or scoring/linear/     the LightGBM model, or the linear model (bundle.json's learner)
 //! ```
 //! The experiment computes its own test predictions through [`ScoringBundle`], the same code
 //! `ocellus predict` runs, so both give the same numbers.
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use ocellus_dataset::normalized::ColumnMeta;
 use ocellus_tabular::columns::TabularEncoder;
-use ocellus_tabular::gbm::FittedGbm;
+use ocellus_tabular::learner::{FittedModel, LearnerKind};
 use ocellus_tabular::matrix::Matrix;
 use ocellus_tabular::metrics::Predictions;
 use ocellus_tabular::pca::Pca;
@@ -52,8 +52,12 @@ pub struct BundleManifest {
     pub columns: Vec<ColumnMeta>,
     /// One projected embedding per image column and architecture, in feature order.
     pub images: Vec<ImageFeature>,
-    /// The auto image model's fine-tuned network, when the bundle holds one instead of LightGBM
-    /// (then `images` is empty and there is no tabular.json or gbm/).
+    /// The embeddings pipeline's learner, saved in its folder ([`LearnerKind::folder`]). Absent
+    /// in bundles written before the linear learner existed: those hold LightGBM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learner: Option<LearnerKind>,
+    /// The auto image model's fine-tuned network, when the bundle holds one instead of a learner
+    /// on features (then `images` is empty and there is no tabular.json, gbm/ or linear/).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkModel>,
     /// sha256 of each file, relative to the bundle folder.
@@ -120,7 +124,7 @@ pub struct BundleParts<'a> {
     /// Each image feature, its projection, and the backbone folder it embeds with.
     pub projections: Vec<(ImageFeature, &'a Projection, PathBuf)>,
     pub encoder: &'a TabularEncoder,
-    pub gbm: &'a FittedGbm,
+    pub model: &'a FittedModel,
 }
 
 /// Writes the bundle into `dir`, which must not exist yet (the caller renames it into place).
@@ -132,7 +136,7 @@ pub fn write_bundle(parts: &BundleParts, dir: &Path) -> Result<()> {
         images.push(feature.clone());
     }
     write_json(&dir.join("tabular.json"), parts.encoder)?;
-    parts.gbm.save(&dir.join("gbm")).map_err(tabular_error)?;
+    parts.model.save(&dir.join(parts.model.kind().folder())).map_err(tabular_error)?;
     let manifest = BundleManifest {
         format: BUNDLE_FORMAT,
         ocellus_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -142,6 +146,7 @@ pub fn write_bundle(parts: &BundleParts, dir: &Path) -> Result<()> {
         classes: parts.target.classes.clone(),
         columns: parts.columns.to_vec(),
         images,
+        learner: Some(parts.model.kind()),
         network: None,
         files: BTreeMap::new(),
     };
@@ -173,6 +178,7 @@ pub fn write_network_bundle(parts: &NetworkBundleParts, dir: &Path) -> Result<()
         classes: parts.target.classes.clone(),
         columns: parts.columns.to_vec(),
         images: Vec::new(),
+        learner: None,
         network: Some(parts.network.clone()),
         files: BTreeMap::new(),
     };
@@ -212,7 +218,7 @@ pub struct ScoringBundle {
     projections: Vec<Projection>,
     /// The embeddings pipeline's model.
     encoder: Option<TabularEncoder>,
-    gbm: Option<FittedGbm>,
+    model: Option<FittedModel>,
     /// The auto image model's head.
     head: Option<LinearProjection>,
 }
@@ -261,17 +267,18 @@ impl ScoringBundle {
             }
             projections.push(read_json(&dir.join(&feature.projection))?);
         }
-        let (mut encoder, mut gbm, mut head) = (None, None, None);
+        let (mut encoder, mut model, mut head) = (None, None, None);
         if let Some(network) = &manifest.network {
             backbones
                 .insert(network.backbone.clone(), registry.load_for_embeddings(&network.backbone, device)?);
             head = Some(read_json(&dir.join(&network.head))?);
         } else {
             encoder = Some(read_json(&dir.join("tabular.json"))?);
-            gbm = Some(FittedGbm::load(&dir.join("gbm")).map_err(tabular_error)?);
+            let kind = manifest.learner.unwrap_or_default();
+            model = Some(FittedModel::load(kind, &dir.join(kind.folder())).map_err(tabular_error)?);
         }
         let target = Target { task: manifest.task, classes: manifest.classes.clone() };
-        Ok(Self { dir: dir.to_owned(), manifest, target, backbones, projections, encoder, gbm, head })
+        Ok(Self { dir: dir.to_owned(), manifest, target, backbones, projections, encoder, model, head })
     }
 
     /// Checks that `columns` has every column the model needs, by name.
@@ -304,8 +311,8 @@ impl ScoringBundle {
         if let (Some(network), Some(head)) = (&self.manifest.network, &self.head) {
             return self.predict_with_network(network, head, rows, cells, options, progress);
         }
-        let (Some(encoder), Some(gbm)) = (&self.encoder, &self.gbm) else {
-            return Err(Error::Internal("the bundle has neither a network nor a GBM".into()));
+        let (Some(encoder), Some(model)) = (&self.encoder, &self.model) else {
+            return Err(Error::Internal("the bundle has neither a network nor a learner".into()));
         };
         let mut blocks = Vec::new();
         for (feature, projection) in self.manifest.images.iter().zip(&self.projections) {
@@ -316,7 +323,7 @@ impl ScoringBundle {
         }
         blocks.push(encoder.transform(rows).map_err(tabular_error)?);
         let features = Matrix::hstack(&blocks.iter().collect::<Vec<_>>()).map_err(tabular_error)?;
-        gbm.predict(&features).map_err(tabular_error)
+        model.predict(&features).map_err(tabular_error)
     }
 
     fn predict_with_network(

@@ -310,9 +310,9 @@ fn feature_importance(record: &RunRecord) -> Result<Markup> {
     if record.feature_importance.is_empty() {
         return Ok(html! {});
     }
-    let total: f64 = record.feature_importance.iter().map(|g| g.gain).sum::<f64>().max(1e-300);
+    let total: f64 = record.feature_importance.iter().map(|g| g.importance).sum::<f64>().max(1e-300);
     let mut groups = record.feature_importance.clone();
-    groups.sort_by(|a, b| b.gain.total_cmp(&a.gain));
+    groups.sort_by(|a, b| b.importance.total_cmp(&a.importance));
     let bars: Vec<(String, f64)> = groups
         .iter()
         .map(|g| {
@@ -320,13 +320,15 @@ fn feature_importance(record: &RunRecord) -> Result<Markup> {
                 FeatureKind::ImageEmbedding => "image",
                 FeatureKind::Tabular => "column",
             };
-            (format!("{} ({kind})", g.column), g.gain / total)
+            (format!("{} ({kind})", g.column), g.importance / total)
         })
         .collect();
-    let svg = plots::bar_chart("Share of split gain per source column", "share of total gain", &bars)?;
+    let measure = record.importance_measure.as_deref().unwrap_or("gradient boosting's total split gain");
+    let svg = plots::bar_chart("Share of importance per source column", "share of the total", &bars)?;
+    let caption = format!("The best model's {measure}, every embedding feature of an image column summed");
     Ok(html! {
         h2 id="feature-importance" { "Feature importance" }
-        div.plots { (figure("feature-importance", svg, "Gradient boosting's total split gain, every embedding feature of an image column summed")) }
+        div.plots { (figure("feature-importance", svg, &caption)) }
     })
 }
 

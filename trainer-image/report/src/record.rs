@@ -26,9 +26,12 @@ pub struct RunRecord {
     pub image_columns: Vec<String>,
     /// Every trial, in the order it was tried.
     pub trials: Vec<TrialRecord>,
-    /// Total split gain per source column (embeddings pipeline); empty otherwise.
+    /// Importance per source column (embeddings pipeline); empty otherwise.
     #[serde(default)]
     pub feature_importance: Vec<ImportanceGroup>,
+    /// What [`ImportanceGroup::importance`] measures, e.g. LightGBM's total split gain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub importance_measure: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -60,7 +63,10 @@ pub struct ImportanceGroup {
     /// A source column (an image column gathers all of its embedding features).
     pub column: String,
     pub kind: FeatureKind,
-    pub gain: f64,
+    /// The winning model's importance of the column's features, summed (see
+    /// [`RunRecord::importance_measure`]).
+    #[serde(alias = "gain")]
+    pub importance: f64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

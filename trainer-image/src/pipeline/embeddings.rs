@@ -5,8 +5,10 @@
 //!    validation rows, with the Experiment's seed.
 //! 2. Every image of every image column goes through every architecture once.
 //! 3. For each candidate dimension, a PCA per (column, architecture) is fitted on the fit rows
-//!    only, and LightGBM trains on the projections plus the tabular features with early
-//!    stopping on the validation rows. The candidate with the best validation score wins.
+//!    only, and two learners train on the projections plus the tabular features: LightGBM with
+//!    early stopping on the validation rows, and an L2-regularised linear model (logistic or
+//!    ridge) whose strength is chosen on them. The (dimension, learner) candidate with the best
+//!    validation score wins.
 //! 4. The winner becomes the scoring bundle; the test Dataset is scored through the bundle.
 
 use std::path::{Path, PathBuf};
@@ -24,7 +26,9 @@ use ocellus_dataset::normalized::{ColumnMeta, NormalizedDataset};
 use ocellus_dataset::split::split_indices;
 use ocellus_report::{Curve, FeatureKind, ImportanceGroup, RunRecord, TrialRecord};
 use ocellus_tabular::columns::TabularEncoder;
-use ocellus_tabular::gbm::{FittedGbm, Gbm, GbmConfig, curve_metric};
+use ocellus_tabular::gbm::{Gbm, GbmConfig, curve_metric};
+use ocellus_tabular::learner::{FittedModel, TrainingData};
+use ocellus_tabular::linear::{self, LinearConfig};
 use ocellus_tabular::matrix::Matrix;
 use ocellus_tabular::metrics::{Predictions, evaluate, greater_is_better, resolve_scorer, scorer_name};
 use ocellus_tabular::pca::Pca;
@@ -51,7 +55,8 @@ const FIT_PERCENT: i32 = 80;
 pub struct RunSettings {
     pub device: Device,
     pub embed: EmbedOptions,
-    /// Time for LightGBM's hyperparameter search, per candidate dimension.
+    /// Time for LightGBM's hyperparameter search, per candidate dimension (and, separately, for
+    /// the linear model's choice of strength).
     pub gbm_budget: Duration,
     pub cache_dir: std::path::PathBuf,
 }
@@ -63,11 +68,11 @@ pub struct Outcome {
     pub record: RunRecord,
 }
 
-/// One candidate feature set and its model.
+/// One candidate feature set and a model of one learner on it.
 struct Candidate {
     dimension: i32,
     images: Vec<(ImageFeature, Projection, PathBuf)>,
-    gbm: FittedGbm,
+    model: FittedModel,
     score: f64,
     validation: Vec<MetricValue>,
 }
@@ -185,11 +190,16 @@ pub fn run(
         } else {
             pca_blocks(dimension, &pretrained, &fit, registry)?
         };
-        let candidate = fit_candidate(
+        for candidate in fit_candidates(
             dimension, blocks, &tabular, &encoder, &y, &fit, &valid, &target, scorer, spec.seed, settings,
-        )?;
-        println!("{name}: dimension {dimension}: validation {scorer:?} {:.6}", candidate.score);
-        candidates.push(candidate);
+        )? {
+            println!(
+                "{name}: dimension {dimension}, {}: validation {scorer:?} {:.6}",
+                candidate.model.name(),
+                candidate.score
+            );
+            candidates.push(candidate);
+        }
     }
     let best_index = best_candidate(&candidates, scorer);
     let best = &candidates[best_index];
@@ -205,7 +215,7 @@ pub fn run(
         columns: &features,
         projections: best.images.iter().map(|(f, p, source)| (f.clone(), p, source.clone())).collect(),
         encoder: &encoder,
-        gbm: &best.gbm,
+        model: &best.model,
     };
     write_bundle(&parts, &bundle_dir)?;
     let _ = std::fs::remove_dir_all(&work);
@@ -246,7 +256,7 @@ pub fn run(
             } else {
                 Vec::new()
             },
-            learner: Some("LightGBM".into()),
+            learner: Some(best.model.name().into()),
             score: Some(best.score),
             ..BestModel::default()
         }),
@@ -263,25 +273,36 @@ pub fn run(
     let record = RunRecord {
         trials: candidates.iter().enumerate().map(|(i, c)| candidate_record(i, c, spec, &target)).collect(),
         feature_importance: importance_groups(best, &encoder)?,
+        importance_measure: Some(best.model.importance_measure().into()),
         ..run_record(experiment, Pipeline::Embeddings, &target, scorer, (train, test), image_names)
     };
     Ok(Outcome { status, record })
 }
 
-/// A candidate dimension as a trial of the report: its feature set, the chosen LightGBM
-/// parameters and that model's validation curve.
+/// A candidate as a trial of the report: its feature set, its learner's chosen parameters and,
+/// for LightGBM, that model's validation curve.
 fn candidate_record(id: usize, candidate: &Candidate, spec: &ExperimentSpec, target: &Target) -> TrialRecord {
-    let info = &candidate.gbm.info;
     let mut config = Map::new();
     config.insert("architectures".into(), spec.embeddings.architectures.join("+").into());
     config.insert("embeddingDimension".into(), candidate.dimension.into());
     config.insert("fineTuned".into(), spec.embeddings.fine_tune.enabled.into());
-    if let Ok(Value::Object(params)) = serde_json::to_value(&info.params) {
-        config.extend(params);
+    config.insert("learner".into(), candidate.model.name().into());
+    let mut curve = None;
+    match &candidate.model {
+        FittedModel::LightGbm(gbm) => {
+            let info = &gbm.info;
+            if let Ok(Value::Object(params)) = serde_json::to_value(&info.params) {
+                config.extend(params);
+            }
+            config.insert("boostingRounds".into(), info.best_iteration.into());
+            config.insert("gbmTrials".into(), info.trials.len().into());
+            curve = info.trials.iter().find(|t| t.params == info.params).map(|t| t.validation_curve.clone());
+        }
+        FittedModel::Linear(linear) => {
+            config.insert("alpha".into(), linear.alpha.into());
+            config.insert("alphasTried".into(), linear.trials.len().into());
+        }
     }
-    config.insert("boostingRounds".into(), info.best_iteration.into());
-    config.insert("gbmTrials".into(), info.trials.len().into());
-    let curve = info.trials.iter().find(|t| t.params == info.params).map(|t| t.validation_curve.clone());
     TrialRecord {
         id,
         config,
@@ -301,7 +322,7 @@ fn candidate_record(id: usize, candidate: &Candidate, spec: &ExperimentSpec, tar
 /// The winning model's split gain summed per source column: all embedding features of an image
 /// column together, each tabular column (a text column's components together).
 fn importance_groups(best: &Candidate, encoder: &TabularEncoder) -> Result<Vec<ImportanceGroup>> {
-    let gains = best.gbm.feature_importance().map_err(tabular_error)?;
+    let gains = best.model.feature_importance().map_err(tabular_error)?;
     let mut sources: Vec<(String, FeatureKind)> = Vec::new();
     for (feature, _, _) in &best.images {
         sources.extend(std::iter::repeat_n(
@@ -316,8 +337,8 @@ fn importance_groups(best: &Candidate, encoder: &TabularEncoder) -> Result<Vec<I
     let mut groups: Vec<ImportanceGroup> = Vec::new();
     for ((column, kind), gain) in sources.into_iter().zip(gains) {
         match groups.iter_mut().find(|g| g.column == column && g.kind == kind) {
-            Some(group) => group.gain += gain,
-            None => groups.push(ImportanceGroup { column, kind, gain }),
+            Some(group) => group.importance += gain,
+            None => groups.push(ImportanceGroup { column, kind, importance: gain }),
         }
     }
     Ok(groups)
@@ -482,8 +503,9 @@ fn fine_tuned_name(architecture: &str, column: &str, dimension: i32) -> String {
     name
 }
 
+/// LightGBM and the linear model on one feature set.
 #[allow(clippy::too_many_arguments)]
-fn fit_candidate(
+fn fit_candidates(
     dimension: i32,
     blocks: Vec<ImageBlock>,
     tabular: &Matrix,
@@ -495,7 +517,7 @@ fn fit_candidate(
     scorer: Scorer,
     seed: i64,
     settings: &RunSettings,
-) -> Result<Candidate> {
+) -> Result<Vec<Candidate>> {
     let mut parts: Vec<&Matrix> = blocks.iter().map(|b| &b.values).collect();
     parts.push(tabular);
     let features = Matrix::hstack(&parts).map_err(tabular_error)?;
@@ -506,18 +528,32 @@ fn fit_candidate(
     };
     let (fit_x, fit_y) = pick(fit);
     let (valid_x, valid_y) = pick(valid);
+    let data = TrainingData {
+        train: &fit_x,
+        y: &fit_y,
+        valid: &valid_x,
+        y_valid: &valid_y,
+        target,
+        categorical: &categorical,
+    };
     let config = GbmConfig { budget: settings.gbm_budget, seed: seed as u64, scorer, ..GbmConfig::default() };
-    let gbm =
-        Gbm::fit(&fit_x, &fit_y, &valid_x, &valid_y, target, &categorical, &config).map_err(tabular_error)?;
-    let predictions = gbm.predict(&valid_x).map_err(tabular_error)?;
-    let validation = evaluate(target, &valid_y, &predictions);
-    let score = validation
-        .iter()
-        .find(|m| m.name == scorer_name(scorer))
-        .map(|m| m.value)
-        .ok_or_else(|| Error::Internal(format!("scorer {scorer:?} was not computed")))?;
-    let images = blocks.into_iter().map(|b| (b.feature, b.projection, b.source)).collect();
-    Ok(Candidate { dimension, images, gbm, score, validation })
+    let gbm = Gbm::fit(&data, &config).map_err(tabular_error)?;
+    let config = LinearConfig { budget: settings.gbm_budget, scorer, ..LinearConfig::default() };
+    let linear = linear::fit(&data, &config).map_err(tabular_error)?;
+    let images: Vec<_> = blocks.into_iter().map(|b| (b.feature, b.projection, b.source)).collect();
+    [FittedModel::LightGbm(gbm), FittedModel::Linear(linear)]
+        .into_iter()
+        .map(|model| {
+            let predictions = model.predict(&valid_x).map_err(tabular_error)?;
+            let validation = evaluate(target, &valid_y, &predictions);
+            let score = validation
+                .iter()
+                .find(|m| m.name == scorer_name(scorer))
+                .map(|m| m.value)
+                .ok_or_else(|| Error::Internal(format!("scorer {scorer:?} was not computed")))?;
+            Ok(Candidate { dimension, images: images.clone(), model, score, validation })
+        })
+        .collect()
 }
 
 fn best_candidate(candidates: &[Candidate], scorer: Scorer) -> usize {
@@ -545,6 +581,7 @@ fn trials_summary(candidates: &[Candidate], scorer: Scorer, architecture: &str) 
                 score: Some(candidates[i].score),
                 architecture: Some(architecture.to_owned()),
                 embedding_dimension: Some(candidates[i].dimension),
+                learner: Some(candidates[i].model.name().into()),
                 ..TrialSummary::default()
             })
             .collect(),

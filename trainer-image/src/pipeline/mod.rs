@@ -30,5 +30,6 @@ pub(crate) fn run_record(
         image_columns,
         trials: Vec::new(),
         feature_importance: Vec::new(),
+        importance_measure: None,
     }
 }
