@@ -8,11 +8,14 @@ DIR=.bench/quality
 OCELLUS=target/debug/ocellus
 mkdir -p $DIR
 python trainer-image/make_test_datasets.py --out $DIR/sets --digits-per-class "${DIGITS_PER_CLASS:-180}" --photo-rows "${PHOTO_ROWS:-2000}"
-for example in digits photo-prices; do
-  sed "s#../../testdata/sets#$PWD/$DIR/sets#" examples/local/$example.yaml > $DIR/$example.yaml
-  echo "== $example"
-  /usr/bin/time -f "ocellus run: %e s, peak RSS %M KB" $OCELLUS run $DIR/$example.yaml --out $DIR/out-$example --cpu --gbm-seconds 60
-  python -c "import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({'impl':'ocellus','test':{m['name']:round(m['value'],6) for m in r['metrics']['test']},'best':r['bestModel']}))" $DIR/out-$example/result.json
+# digits-wide: the digits example with embedding dimensions [100, 300] instead of [10, 25].
+for run in digits digits-wide photo-prices; do
+  example=${run%-wide}
+  sed "s#../../testdata/sets#$PWD/$DIR/sets#" examples/local/$example.yaml > $DIR/$run.yaml
+  [ "$run" = digits-wide ] && sed -i 's/dimensions: \[10, 25\]/dimensions: [100, 300]/' $DIR/$run.yaml
+  echo "== $run"
+  /usr/bin/time -f "ocellus run: %e s, peak RSS %M KB" $OCELLUS run $DIR/$run.yaml --out $DIR/out-$run --cpu --gbm-seconds 60
+  python -c "import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({'impl':'ocellus','test':{m['name']:round(m['value'],6) for m in r['metrics']['test']},'best':r['bestModel'],'candidates':[(t.get('embeddingDimension'),t.get('learner'),round(t['score'],4)) for t in r['trials']['top']]}))" $DIR/out-$run/result.json
 done
 python bench/quality_reference.py --task classification --target label --backbone "$OCELLUS_BACKBONES/efficientnet_lite0" \
   --train $DIR/out-digits/datasets/digits-train --test $DIR/out-digits/datasets/digits-test
