@@ -319,7 +319,8 @@ fn candidate_record(id: usize, candidate: &Candidate, spec: &ExperimentSpec, tar
     }
 }
 
-/// The winning model's split gain summed per source column: all embedding features of an image
+/// The winning model's feature importance (LightGBM's split gain, or the linear model's absolute
+/// standardised coefficients) summed per source column: all embedding features of an image
 /// column together, each tabular column (a text column's components together).
 fn importance_groups(best: &Candidate, encoder: &TabularEncoder) -> Result<Vec<ImportanceGroup>> {
     let gains = best.model.feature_importance().map_err(tabular_error)?;
