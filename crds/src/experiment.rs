@@ -494,6 +494,11 @@ pub struct BestModel {
     pub batch_size: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<i32>,
+    /// Auto image model: when the final weights are the average of the best trial's top
+    /// checkpoints (it scored better on validation than the best one alone), their epochs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub averaged_epochs: Vec<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 64)))]
     pub augmentations: Vec<String>,

@@ -4,15 +4,17 @@
 //! ```text
 //! train_bench throughput BACKBONE --batch 16 --size 224 --steps 20 [--warmup 3] [--threads N]
 //! ```
-//! The same step as a trial: channels_last batch, forward through the TorchScript backbone and
-//! the linear head, cross-entropy, backward, AdamW. Prints one JSON line.
+//! The same step as a trial (`trial::train_step`): channels_last batch, forward through the
+//! TorchScript backbone and the linear head, cross-entropy, backward, AdamW; on CUDA in mixed
+//! precision with loss scaling, as trials train there. Prints one JSON line.
 
 use std::time::Instant;
 
 use ocellus_trainer::backbone::Registry;
+use ocellus_trainer::pipeline::auto_image::mixed_precision::LossScaler;
 use ocellus_trainer::pipeline::auto_image::optimizer::Optimizer;
 use ocellus_trainer::pipeline::auto_image::space::OptimizerKind;
-use ocellus_trainer::pipeline::auto_image::trial::Network;
+use ocellus_trainer::pipeline::auto_image::trial::{Network, train_step};
 use tch::{Device, Kind, Tensor};
 
 fn main() -> ocellus_trainer::Result<()> {
@@ -40,11 +42,11 @@ fn main() -> ocellus_trainer::Result<()> {
     let side = size as i64;
     let input = Tensor::randn([batch as i64, side, side, 3], (Kind::Float, device)).permute([0, 3, 1, 2]);
     let labels = Tensor::randint(10, [batch as i64], (Kind::Int64, device));
+    let mut scaler = LossScaler::new(device.is_cuda());
     let mut step = || -> ocellus_trainer::Result<()> {
-        let loss = network.forward(&input)?.cross_entropy_for_logits(&labels);
-        optimizer.zero_grad();
-        loss.backward();
-        optimizer.step(1e-3, 1.0);
+        let _ = train_step(&network, &mut optimizer, &mut scaler, &input, 1e-3, |output| {
+            output.cross_entropy_for_logits(&labels)
+        })?;
         Ok(())
     };
     for _ in 0..warmup {
@@ -54,12 +56,16 @@ fn main() -> ocellus_trainer::Result<()> {
     for _ in 0..steps {
         step()?;
     }
+    if device.is_cuda() {
+        tch::Cuda::synchronize(0);
+    }
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",
         serde_json::json!({
             "impl": "ocellus", "bench": "train-throughput", "images_per_s": (batch * steps) as f64 / seconds,
             "batch": batch, "size": size, "steps": steps, "device": format!("{device:?}"), "threads": tch::get_num_threads(),
+            "mixed_precision": device.is_cuda(),
         })
     );
     Ok(())

@@ -4,10 +4,13 @@
 //! 2. The search ([`search`]) runs seeded trials ([`space`]) as separate processes with
 //!    successive halving, within `timeBudgetSeconds` and `maxTrials`; trials checkpoint every
 //!    epoch in `DIR/trials/`, so running the same command after a kill resumes the search.
-//! 3. The best trial's best epoch becomes the scoring bundle (the fine-tuned TorchScript
+//! 3. The best trial's best epoch, or the average of its top epochs when that scores better on
+//!    validation ([`averaging`]), becomes the scoring bundle (the fine-tuned TorchScript
 //!    network, its preprocessing and its head); the test Dataset is scored through the bundle,
 //!    the same code `ocellus predict` runs.
 
+pub mod averaging;
+pub mod mixed_precision;
 pub mod optimizer;
 mod record;
 pub mod schedule;
@@ -49,6 +52,9 @@ use crate::{Error, Result};
 const MIN_ROWS_PER_CLASS: usize = 5;
 /// The top trials listed in the status; the full history stays in `DIR/trials/`.
 const TOP_TRIALS: usize = 10;
+/// What averaging the top checkpoints costs, in epochs of the best trial: a forward pass over
+/// the fit rows (BatchNorm statistics) and one over the validation rows.
+const AVERAGING_EPOCHS: f64 = 0.5;
 
 /// How the search runs on this machine (not part of the Experiment).
 #[derive(Clone, Debug)]
@@ -136,11 +142,19 @@ pub fn run(
     };
     let budget = Duration::from_secs(auto.time_budget_seconds.max(1) as u64);
     let (probe_size, probe_epoch) = check_budget(&space, &data, registry, settings, budget)?;
-    let reserve =
+    let closing =
         Duration::from_secs_f64((budget.as_secs_f64() * 0.05).max(10.0).min(budget.as_secs_f64() / 4.0));
     let first_size = f64::from(space.sample(0, spec.seed as u64).input_size);
-    let affordable =
-        (budget - reserve).as_secs_f64() / (probe_epoch * (first_size / f64::from(probe_size)).powi(2));
+    let first_epoch = probe_epoch * (first_size / f64::from(probe_size)).powi(2);
+    // Averaging the top checkpoints costs about half an epoch; it is planned for when the
+    // budget holds enough epochs for a trial to have several good ones.
+    let averaging = if (budget - closing).as_secs_f64() / first_epoch >= 6.0 {
+        Duration::from_secs_f64(AVERAGING_EPOCHS * first_epoch)
+    } else {
+        Duration::ZERO
+    };
+    let reserve = closing + averaging;
+    let affordable = (budget - reserve).as_secs_f64() / first_epoch;
     let max_trials = fit_to_budget(affordable, auto.max_trials.max(1) as usize, &mut space.max_epochs);
     println!(
         "{name}: {:?} on {:?} from {image_column:?}, {} rows ({} fit, {} validation), scorer {scorer:?}, \
@@ -183,8 +197,43 @@ pub fn run(
         best.state.best_score.unwrap_or(f64::NAN)
     );
 
-    let checkpoint = trial_dir(&work, best.config.id).join(checkpoint_name(best_epoch));
     let manifest = registry.manifest(&best.config.architecture)?;
+    let best_dir = trial_dir(&work, best.config.id);
+    let time_left = budget.as_secs_f64() - search::seconds_spent(&work) - closing.as_secs_f64();
+    let averaging_cost = AVERAGING_EPOCHS * best.state.history.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    let averaged = if time_left >= averaging_cost {
+        averaging::average_top_checkpoints(
+            &best_dir,
+            &best.config,
+            &best.state,
+            &data,
+            &manifest,
+            settings.device,
+        )?
+    } else {
+        println!(
+            "{name}: averaging the top checkpoints skipped: it needs about {averaging_cost:.0}s, {:.0}s are left",
+            time_left.max(0.0)
+        );
+        None
+    };
+    if let Some(averaged) = &averaged {
+        println!(
+            "{name}: the average of epochs {:?} scores {:.5} on validation; {}",
+            averaged.epochs,
+            averaged.score,
+            if averaged.improves {
+                "better, it is the final model"
+            } else {
+                "not better, the best epoch stays"
+            }
+        );
+    }
+    let averaged = averaged.filter(|a| a.improves);
+    let checkpoint = match &averaged {
+        Some(averaged) => averaged.save(&best_dir)?,
+        None => best_dir.join(checkpoint_name(best_epoch)),
+    };
     let staging =
         tempfile::Builder::new().prefix(".scoring.partial-").tempdir_in(out).map_err(Error::io(out))?;
     let backbone_name = format!("auto_{}", best.config.architecture);
@@ -247,8 +296,9 @@ pub fn run(
             input_size: Some(config.input_size as i32),
             optimizer: Some(format!("{:?}", config.optimizer)),
             learning_rate: Some(config.learning_rate),
-            batch_size: Some(config.batch_size as i32),
+            batch_size: Some(best.state.batch_size.unwrap_or(config.batch_size) as i32),
             epochs: Some(best_epoch as i32),
+            averaged_epochs: averaged.iter().flat_map(|a| a.epochs.iter().map(|&e| e as i32)).collect(),
             augmentations: match config.policy {
                 space::AugmentPolicy::None => Vec::new(),
                 space::AugmentPolicy::Listed => {
@@ -406,7 +456,7 @@ fn check_budget(
     let batch = first.batch_size.min(data.fit.len()).max(2);
     let model = registry.root().join(&first.architecture).join("model.pt");
     let step =
-        trial::time_one_step(&model, manifest.feature_dim, data.outputs(), batch, size, settings.device)?;
+        trial::time_one_step(&model, manifest.feature_dim, data.outputs(), batch, size, settings.device, 5)?;
     let batches = data.fit.len().div_ceil(batch) as f64 + data.valid.len().div_ceil(batch) as f64 / 3.0;
     // Decoding and augmenting overlap the network; model loading and scoring come on top.
     let needed = step.as_secs_f64() * batches * 1.2 + 5.0;
@@ -481,19 +531,13 @@ fn export_network(
         ..manifest.clone()
     };
     crate::bundle::write_json(&folder.join("manifest.json"), &exported)?;
-    let saved: std::collections::BTreeMap<String, tch::Tensor> =
-        tch::Tensor::load_multi(checkpoint.join("train.ot"))?.into_iter().collect();
-    let tensor = |name: &str| {
-        saved
-            .get(name)
-            .map(|t| t.to_kind(tch::Kind::Float).view(-1))
-            .ok_or_else(|| Error::Internal(format!("{}: no {name}", checkpoint.display())))
-    };
+    let (weight, bias) = trial::read_head(checkpoint)?;
+    let values = |t: tch::Tensor| Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).view(-1));
     Ok(LinearProjection {
         input_dim: manifest.feature_dim as usize,
         output_dim: data.outputs() as usize,
-        weight: Vec::<f32>::try_from(tensor("head.weight")?)?,
-        bias: Vec::<f32>::try_from(tensor("head.bias")?)?,
+        weight: values(weight)?,
+        bias: values(bias)?,
     })
 }
 

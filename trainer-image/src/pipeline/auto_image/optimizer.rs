@@ -43,6 +43,18 @@ impl Optimizer {
         }
     }
 
+    /// Whether every gradient is finite (one device sync): a float16 overflow shows as inf/NaN.
+    pub fn gradients_finite(&self) -> bool {
+        let _guard = tch::no_grad_guard();
+        self.parameters
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(Tensor::defined)
+            .map(|g| g.isfinite().all())
+            .reduce(|a, b| a.logical_and(&b))
+            .is_none_or(|all| all.int64_value(&[]) != 0)
+    }
+
     /// One update at learning rate `lr`; gradients are first multiplied by `grad_scale`.
     pub fn step(&mut self, lr: f64, grad_scale: f64) {
         self.steps += 1;

@@ -128,6 +128,14 @@ pub struct SearchSettings {
     pub cpu: bool,
 }
 
+/// Seconds the search in `work` has spent, over all its runs.
+pub fn seconds_spent(work: &Path) -> f64 {
+    std::fs::read_to_string(work.join("search.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<SearchLedger>(&text).ok())
+        .map_or(0.0, |ledger| ledger.seconds_spent)
+}
+
 pub fn trial_dir(work: &Path, id: usize) -> PathBuf {
     work.join(format!("{id:04}"))
 }

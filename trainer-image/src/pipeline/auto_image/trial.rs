@@ -10,8 +10,11 @@
 //! trials/data.json              the rows, labels, split and scorer (written by the search)
 //! trials/0003/config.json       the trial's configuration
 //! trials/0003/state.json        epochs done, scores per epoch, best epoch, why it stopped
-//! trials/0003/epoch-0004/       model.pt (TorchScript, buffers included) + train.ot (head, optimizer)
+//! trials/0003/epoch-0004/       model.pt (TorchScript, buffers included), head.ot (the linear
+//!                               head), train.ot (optimizer and loss-scale state)
 //! ```
+//! A trial keeps its latest checkpoint whole (to resume) and the network of its top epochs
+//! (model.pt + head.ot, for [`super::averaging`]).
 //! A checkpoint folder is written under a temporary name and renamed into place, then
 //! state.json (written the same way) points at it: a kill at any moment leaves either the old
 //! state or the new one, never a half-written file that would be read back.
@@ -32,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+use super::averaging::top_epochs;
+use super::mixed_precision::LossScaler;
 use super::optimizer::Optimizer;
 use super::schedule::learning_rate;
 use super::space::{AugmentPolicy, TrialConfig};
@@ -103,6 +108,10 @@ pub struct TrialState {
     pub stopped: Option<StopReason>,
     /// Folder of the latest checkpoint.
     pub checkpoint: Option<String>,
+    /// The batch size trained with: the configuration's, or on CUDA the largest below it that
+    /// fits in memory (probed once, then kept, so a resumed trial trains the same batches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
 }
 
 impl TrialState {
@@ -223,21 +232,26 @@ pub fn run_trial(run: &TrialRun) -> Result<TrialState> {
             let folder = run.dir.join(name);
             let saved: BTreeMap<String, Tensor> =
                 Tensor::load_multi(folder.join("train.ot"))?.into_iter().collect();
-            (folder.join("model.pt"), Some(saved))
+            (folder.join("model.pt"), Some((folder, saved)))
         }
         None => (registry.root().join(&config.architecture).join("model.pt"), None),
     };
+    let batch_size = match state.batch_size {
+        Some(batch) => batch,
+        None if run.device.is_cuda() => {
+            batch_size_that_fits(&model, &manifest, run.data.outputs(), config, run.device)?
+        }
+        None => config.batch_size,
+    };
+    state.batch_size = Some(batch_size);
+    let config = &TrialConfig { batch_size, ..config.clone() };
     let mut network = Network::load(&model, manifest.feature_dim, run.data.outputs(), run.device)?;
     let mut optimizer = Optimizer::new(config.optimizer, config.weight_decay, network.parameters());
-    if let Some(saved) = &saved {
-        let _guard = tch::no_grad_guard();
-        for (name, tensor) in
-            [("head.weight", &mut network.head.ws), ("head.bias", network.head.bs.as_mut().expect("bias"))]
-        {
-            let value = saved.get(name).ok_or_else(|| Error::Internal(format!("checkpoint lacks {name}")))?;
-            tensor.copy_(value);
-        }
+    let mut scaler = LossScaler::new(run.device.is_cuda());
+    if let Some((folder, saved)) = &saved {
+        load_head(folder, &mut network)?;
         optimizer.restore(saved).map_err(Error::Internal)?;
+        scaler.restore(saved);
     }
     state.until = run.until;
     write_json_atomically(&run.dir.join("state.json"), &state)?;
@@ -267,11 +281,10 @@ pub fn run_trial(run: &TrialRun) -> Result<TrialState> {
             let values = values?;
             let step = (epoch - 1) * steps_per_epoch + batch;
             let input = batch_tensor(&values, rows.len(), config.input_size).to_device(run.device);
-            let output = network.forward(&input)?;
-            let loss = loss(&output, &rows, run.data, config.label_smoothing, run.device);
-            optimizer.zero_grad();
-            loss.backward();
-            optimizer.step(learning_rate(config.scheduler, config.learning_rate, step, total_steps), 1.0);
+            let lr = learning_rate(config.scheduler, config.learning_rate, step, total_steps);
+            let loss = train_step(&network, &mut optimizer, &mut scaler, &input, lr, |output| {
+                loss(output, &rows, run.data, config.label_smoothing, run.device)
+            })?;
             losses.push(loss.double_value(&[]));
         }
         network.module.set_eval();
@@ -302,7 +315,7 @@ pub fn run_trial(run: &TrialRun) -> Result<TrialState> {
         } else if epoch - state.best_epoch.unwrap_or(epoch) >= config.patience {
             state.stopped = Some(StopReason::EarlyStopped);
         }
-        write_checkpoint(run.dir, &network, &optimizer, &mut state)?;
+        write_checkpoint(run.dir, &network, (&optimizer, &scaler), &mut state, run.data.scorer)?;
         println!(
             "trial {} epoch {epoch}/{}: loss {loss:.4}, validation {} {score:.5} (best {:.5} at epoch {}), {seconds:.1}s",
             config.id,
@@ -314,6 +327,77 @@ pub fn run_trial(run: &TrialRun) -> Result<TrialState> {
     }
     write_json_atomically(&run.dir.join("state.json"), &state)?;
     Ok(state)
+}
+
+/// One optimisation step, as every trial takes it: forward (in mixed precision on CUDA), the
+/// loss `loss_of` the float32 output, backward, update. Returns the loss.
+pub fn train_step(
+    network: &Network,
+    optimizer: &mut Optimizer,
+    scaler: &mut LossScaler,
+    input: &Tensor,
+    lr: f64,
+    loss_of: impl FnOnce(&Tensor) -> Tensor,
+) -> Result<Tensor> {
+    let output = scaler.forward(|| network.forward(input))?.to_kind(Kind::Float);
+    let loss = loss_of(&output);
+    optimizer.zero_grad();
+    scaler.backward(&loss)?;
+    scaler.step(optimizer, lr);
+    Ok(loss)
+}
+
+/// On CUDA, the largest batch, halving from the configuration's down to 8, whose training step
+/// (mixed precision, AdamW's moments included) fits in the GPU's free memory. The probe trains a
+/// separate copy of the network on random inputs, so the trial's own weights and BatchNorm
+/// statistics never see them.
+fn batch_size_that_fits(
+    model: &Path,
+    manifest: &BackboneManifest,
+    outputs: i64,
+    config: &TrialConfig,
+    device: Device,
+) -> Result<usize> {
+    let out_of_memory = |message: &str| message.contains("out of memory");
+    let fitted = largest_fitting(config.batch_size, 8, |batch| {
+        // Most allocations fail as errors; the optimizer's in-place updates panic instead.
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            time_one_step(model, manifest.feature_dim, outputs, batch, config.input_size, device, 1)
+        }));
+        match attempt {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(error)) if out_of_memory(&error.to_string()) => Ok(false),
+            Ok(Err(error)) => Err(error),
+            Err(panic) => match panic.downcast_ref::<String>() {
+                Some(message) if out_of_memory(message) => Ok(false),
+                _ => std::panic::resume_unwind(panic),
+            },
+        }
+    })?;
+    fitted.ok_or_else(|| {
+        Error::bad_input(format!(
+            "even a batch of 8 images at {}px does not fit in the GPU's memory for {}; lower \
+             --max-image-size, allow a smaller backbone in autoImage.architectures, or run fewer \
+             parallelTrials",
+            config.input_size, config.architecture
+        ))
+    })
+}
+
+/// The largest of `start`, `start / 2`, ... (not below `smallest`) for which `fits` holds.
+pub fn largest_fitting(
+    start: usize,
+    smallest: usize,
+    mut fits: impl FnMut(usize) -> Result<bool>,
+) -> Result<Option<usize>> {
+    let mut batch = start;
+    while batch >= smallest.max(1) {
+        if fits(batch)? {
+            return Ok(Some(batch));
+        }
+        batch /= 2;
+    }
+    Ok(None)
 }
 
 fn loss(output: &Tensor, rows: &[usize], data: &TrialData, smoothing: f64, device: Device) -> Tensor {
@@ -346,17 +430,7 @@ pub fn predict(
     eval: &Preprocess,
     device: Device,
 ) -> Result<Predictions> {
-    let _guard = tch::no_grad_guard();
-    let mut outputs = Vec::new();
-    for chunk in rows.chunks(32) {
-        let mut values = vec![0f32; chunk.len() * eval.len()];
-        for (&row, out) in chunk.iter().zip(values.chunks_exact_mut(eval.len())) {
-            eval.write_hwc(&decode(&data.images[row])?, out);
-        }
-        let input = batch_tensor(&values, chunk.len(), eval.crop).to_device(device);
-        outputs.push(network.forward(&input)?.to_kind(Kind::Double).to_device(Device::Cpu));
-    }
-    let output = Tensor::cat(&outputs, 0);
+    let output = forward_rows(network, data, rows, eval, device)?;
     Ok(match data.target.task {
         TaskKind::Regression => {
             let values = Vec::<f64>::try_from(output.view(-1))?;
@@ -371,6 +445,27 @@ pub fn predict(
     })
 }
 
+/// The network's outputs for `rows` (no gradients, batches of 32), on the CPU in float64.
+pub fn forward_rows(
+    network: &Network,
+    data: &TrialData,
+    rows: &[usize],
+    eval: &Preprocess,
+    device: Device,
+) -> Result<Tensor> {
+    let _guard = tch::no_grad_guard();
+    let mut outputs = Vec::new();
+    for chunk in rows.chunks(32) {
+        let mut values = vec![0f32; chunk.len() * eval.len()];
+        for (&row, out) in chunk.iter().zip(values.chunks_exact_mut(eval.len())) {
+            eval.write_hwc(&decode(&data.images[row])?, out);
+        }
+        let input = batch_tensor(&values, chunk.len(), eval.crop).to_device(device);
+        outputs.push(network.forward(&input)?.to_kind(Kind::Double).to_device(Device::Cpu));
+    }
+    Ok(Tensor::cat(&outputs, 0))
+}
+
 fn decode(path: &Path) -> Result<RgbImage> {
     Ok(crate::preprocess::open_image(path)?.to_rgb8())
 }
@@ -378,22 +473,25 @@ fn decode(path: &Path) -> Result<RgbImage> {
 fn write_checkpoint(
     dir: &Path,
     network: &Network,
-    optimizer: &Optimizer,
+    (optimizer, scaler): (&Optimizer, &LossScaler),
     state: &mut TrialState,
+    scorer: Scorer,
 ) -> Result<()> {
     let name = checkpoint_name(state.epochs_done);
     let partial = dir.join(format!(".{name}.partial"));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(Error::io(&partial))?;
     network.module.save(partial.join("model.pt"))?;
+    save_head(&partial, network)?;
     let mut tensors = optimizer.state();
-    tensors.push(("head.weight".into(), network.head.ws.shallow_clone()));
-    tensors.push(("head.bias".into(), network.head.bs.as_ref().expect("bias").shallow_clone()));
+    if scaler.enabled() {
+        tensors.extend(scaler.state());
+    }
     Tensor::save_multi(
         &tensors.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(),
         partial.join("train.ot"),
     )?;
-    for file in ["model.pt", "train.ot"] {
+    for file in ["model.pt", "head.ot", "train.ot"] {
         let path = partial.join(file);
         std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(Error::io(&path))?;
     }
@@ -402,14 +500,47 @@ fn write_checkpoint(
     std::fs::rename(&partial, &folder).map_err(Error::io(&folder))?;
     state.checkpoint = Some(name);
     write_json_atomically(&dir.join("state.json"), state)?;
-    // Only the latest checkpoint (to resume) and the best one (the model) are kept.
-    let keep = [state.checkpoint.clone(), state.best_epoch.map(checkpoint_name)];
+    // The latest checkpoint stays whole (to resume); the top epochs keep their network (the
+    // model, and what averaging needs); the rest goes.
+    let top: Vec<String> = top_epochs(state, scorer).into_iter().map(checkpoint_name).collect();
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))?.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if file_name.starts_with("epoch-") && !keep.iter().flatten().any(|k| k == &file_name) {
+        if !file_name.starts_with("epoch-") || state.checkpoint.as_deref() == Some(file_name.as_str()) {
+            continue;
+        }
+        if top.contains(&file_name) {
+            let _ = std::fs::remove_file(entry.path().join("train.ot"));
+        } else {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+    Ok(())
+}
+
+/// Saves the linear head as `head.ot` in `folder`.
+pub fn save_head(folder: &Path, network: &Network) -> Result<()> {
+    let bias = network.head.bs.as_ref().expect("the head has a bias");
+    Tensor::save_multi(&[("head.weight", &network.head.ws), ("head.bias", bias)], folder.join("head.ot"))?;
+    Ok(())
+}
+
+/// The head of a checkpoint folder (`head.ot`, or `train.ot` in checkpoints of earlier versions).
+pub fn read_head(folder: &Path) -> Result<(Tensor, Tensor)> {
+    let file = ["head.ot", "train.ot"].into_iter().map(|f| folder.join(f)).find(|p| p.is_file());
+    let file = file.ok_or_else(|| Error::Internal(format!("{}: no head.ot", folder.display())))?;
+    let mut saved: BTreeMap<String, Tensor> = Tensor::load_multi(&file)?.into_iter().collect();
+    let mut take = |name: &str| {
+        saved.remove(name).ok_or_else(|| Error::Internal(format!("{}: no {name}", file.display())))
+    };
+    Ok((take("head.weight")?, take("head.bias")?))
+}
+
+/// Loads a checkpoint's head into `network`.
+pub fn load_head(folder: &Path, network: &mut Network) -> Result<()> {
+    let (weight, bias) = read_head(folder)?;
+    let _guard = tch::no_grad_guard();
+    network.head.ws.copy_(&weight);
+    network.head.bs.as_mut().expect("the head has a bias").copy_(&bias);
     Ok(())
 }
 
@@ -507,7 +638,7 @@ impl TrainLoader {
 }
 
 /// Seconds one training step takes at `batch` images of `size` pixels, on random inputs: how
-/// the search knows what one epoch costs. The fastest of up to five steps counts: TorchScript's
+/// the search knows what one epoch costs. The fastest of up to `max_steps` steps counts: TorchScript's
 /// profiling executor specialises the graph during the first ones, and other work on the
 /// machine only ever makes a step slower.
 pub fn time_one_step(
@@ -517,25 +648,48 @@ pub fn time_one_step(
     batch: usize,
     size: u32,
     device: Device,
+    max_steps: usize,
 ) -> Result<Duration> {
     let mut network = Network::load(model, feature_dim, outputs, device)?;
     network.module.set_train();
     let mut optimizer = Optimizer::new(super::space::OptimizerKind::AdamW, 0.0, network.parameters());
+    let mut scaler = LossScaler::new(device.is_cuda());
     // Channels-last, as the training batches are.
-    let input = Tensor::randn([batch as i64, i64::from(size), i64::from(size), 3], (Kind::Float, device))
+    let input = Tensor::f_randn([batch as i64, i64::from(size), i64::from(size), 3], (Kind::Float, device))?
         .permute([0, 3, 1, 2]);
     let mut fastest = Duration::MAX;
     let probing = Instant::now();
-    for step in 0..5 {
+    for step in 0..max_steps {
         let started = Instant::now();
-        let loss = network.forward(&input)?.square().mean(Kind::Float);
-        optimizer.zero_grad();
-        loss.backward();
-        optimizer.step(1e-6, 1.0);
+        let _ = train_step(&network, &mut optimizer, &mut scaler, &input, 1e-6, |output| {
+            output.square().mean(Kind::Float)
+        })?;
+        if let Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
         fastest = fastest.min(started.elapsed());
         if step >= 2 && probing.elapsed() > Duration::from_secs(15) {
             break;
         }
     }
     Ok(fastest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::largest_fitting;
+
+    #[test]
+    fn the_batch_probe_halves_until_a_batch_fits() {
+        let mut tried = Vec::new();
+        let fitted = largest_fitting(128, 8, |batch| {
+            tried.push(batch);
+            Ok(batch <= 40)
+        });
+        assert_eq!(fitted.unwrap(), Some(32));
+        assert_eq!(tried, vec![128, 64, 32]);
+        assert_eq!(largest_fitting(64, 8, |_| Ok(false)).unwrap(), None, "nothing fits");
+        let failing = largest_fitting(64, 8, |_| Err(crate::Error::Internal("driver".into())));
+        assert!(failing.is_err(), "an error other than out-of-memory is not a miss");
+    }
 }
