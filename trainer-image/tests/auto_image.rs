@@ -166,10 +166,23 @@ fn image_regression_searches_within_budget_and_predict_reproduces_it() {
 
 #[test]
 fn a_search_killed_at_random_moments_resumes_and_finishes() {
+    killed_at_random_moments_resumes_and_finishes("digits", "digits-auto-image.yaml", "digits-test");
+}
+
+#[test]
+fn a_regression_search_killed_at_random_moments_resumes_and_finishes() {
+    killed_at_random_moments_resumes_and_finishes(
+        "photo-values",
+        "photo-values-auto-image.yaml",
+        "photo-values-test",
+    );
+}
+
+fn killed_at_random_moments_resumes_and_finishes(set: &str, example: &str, test_dataset: &str) {
     let _exclusive = exclusive();
-    test_set("digits");
+    test_set(set);
     let out = tempfile::tempdir().unwrap();
-    let file = manifest("digits-auto-image.yaml", out.path(), 1);
+    let file = manifest(example, out.path(), 1);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     for round in 0..3u32 {
         // Between 8 and 30 s in: after imports, during trials, checkpoints and promotions.
@@ -207,7 +220,7 @@ fn a_search_killed_at_random_moments_resumes_and_finishes() {
             .any(|e| e.file_name().to_string_lossy().ends_with(".partial"));
         assert!(!partial, "a finished search leaves no partial checkpoint");
     }
-    check_predict_reproduces(out.path(), "digits-test");
+    check_predict_reproduces(out.path(), test_dataset);
 }
 
 /// A trial keeps the network of its three best epochs (the optimizer state only in its latest
