@@ -42,6 +42,11 @@ pub mod reasons {
     pub const UNSCHEDULABLE: &str = "Unschedulable";
     /// The trainer image cannot be pulled.
     pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+    /// The Job controller may not create the pod (a missing ServiceAccount, a ResourceQuota,
+    /// Pod Security admission); the message has the API server's answer and what to do.
+    pub const POD_CREATION_REFUSED: &str = "PodCreationRefused";
+    /// The pod exists but its container cannot start (a Secret or ConfigMap it names is missing).
+    pub const POD_CONFIG_ERROR: &str = "PodConfigError";
     /// The trainer ran out of memory.
     pub const OOM_KILLED: &str = "OOMKilled";
     /// The pod was evicted or disrupted; the Job retries it.
@@ -60,6 +65,8 @@ pub mod reasons {
     pub const NO_PROGRESS_REPORT: &str = "NoProgressReport";
     /// Progress reports arrive again.
     pub const REPORTING: &str = "Reporting";
+    /// A Dataset names a Secret that is not labelled for Ocellus (see [`crate::dataset::CREDENTIALS_LABEL`]).
+    pub const CREDENTIALS_NOT_ALLOWED: &str = "CredentialsNotAllowed";
 }
 
 /// The longest message the API server accepts in a condition.

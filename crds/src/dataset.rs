@@ -103,7 +103,13 @@ pub struct S3Source {
     pub credentials_secret_ref: Option<S3CredentialsSecretReference>,
 }
 
-/// A Secret holding an S3 access key pair.
+/// The label a Secret must carry (value `"true"`) before a Dataset may name it in
+/// `credentialsSecretRef`: whoever may label Secrets decides which keys Ocellus may send to a
+/// Dataset's endpoint, so a user who cannot read a Secret cannot send it to an endpoint of their
+/// choosing through a Dataset.
+pub const CREDENTIALS_LABEL: &str = "ocellus.dev/credentials";
+
+/// A Secret holding an S3 access key pair. It must carry the label `ocellus.dev/credentials: "true"`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3CredentialsSecretReference {

@@ -6,10 +6,13 @@
 
 pub mod common;
 pub mod condition;
+pub mod contract;
 pub mod dataset;
 pub mod experiment;
 pub mod manifest;
-pub mod report;
+
+/// Kept at its old path: the report types are part of the contract.
+pub use contract::report;
 
 pub use condition::{ConditionStatus, NewCondition, find_condition, is_true, set_condition};
 pub use dataset::{Dataset, DatasetSpec, DatasetStatus};
