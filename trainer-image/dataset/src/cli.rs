@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use kube::ResourceExt;
-use ocellus_crds::{Dataset, Manifest};
+use ocellus_crds::{Dataset, DatasetReport, DatasetStatus, Manifest};
 
 use crate::import::{ImportContext, import};
+use crate::report_client::Reporter;
 use crate::{Error, Result};
 
 /// Import the Datasets of a manifest file into DIR/<name>/ (normalized copy + profile.json).
@@ -16,7 +17,8 @@ use crate::{Error, Result};
 pub struct ImportArgs {
     /// A YAML file with one or more Datasets (other documents are ignored).
     pub file: PathBuf,
-    /// Root of imported datasets.
+    /// Root of imported datasets: a folder, or `s3://bucket/prefix` (imported in a local
+    /// stage folder, then each Dataset uploaded to `<out>/<name>/`).
     #[arg(long)]
     pub out: PathBuf,
     /// Import only this Dataset.
@@ -39,12 +41,14 @@ pub fn read_manifests(file: &Path) -> Result<Vec<Manifest>> {
 
 /// Imports the Datasets named by `args`, printing one line per Dataset.
 pub fn run_import(args: ImportArgs) -> Result<()> {
+    let staged = crate::store::trainer::stage_import(&args.out)?;
+    let out = staged.as_ref().map_or_else(|| args.out.clone(), |s| s.local.clone());
     let context = ImportContext {
         manifest_dir: args.file.parent().map(PathBuf::from).unwrap_or_default(),
         volumes_root: args.volumes_root,
-        cache_dir: args.cache_dir.unwrap_or_else(|| args.out.join(".cache").join("images")),
-        work_dir: args.out.join(".work"),
-        datasets_root: args.out,
+        cache_dir: args.cache_dir.unwrap_or_else(|| out.join(".cache").join("images")),
+        work_dir: out.join(".work"),
+        datasets_root: out,
     };
     let only = args.name.as_deref();
     let datasets: Vec<Dataset> = read_manifests(&args.file)?
@@ -63,7 +67,18 @@ pub fn run_import(args: ImportArgs) -> Result<()> {
     let (splits, sources): (Vec<&Dataset>, Vec<&Dataset>) =
         datasets.iter().partition(|d| d.spec.source.split.is_some());
     for dataset in sources.into_iter().chain(splits) {
-        let profile = import(dataset, &context)?;
+        if let (Some(staged), Some(split)) = (&staged, &dataset.spec.source.split)
+            && !datasets.iter().any(|d| d.name_any() == split.dataset_ref.name)
+        {
+            staged.fetch_dataset(&split.dataset_ref.name)?;
+        }
+        let mut profile = import(dataset, &context)?;
+        if let Some(staged) = &staged {
+            profile.location = Some(staged.publish_dataset(&dataset.name_any())?);
+        }
+        // In an import pod the operator waits for this profile; locally nobody listens.
+        Reporter::<DatasetReport>::from_env(dataset.namespace().as_deref(), &dataset.name_any())
+            .finish(reported_profile(&profile));
         let columns: Vec<String> =
             profile.columns.iter().map(|c| format!("{} ({:?})", c.name, c.type_)).collect();
         println!(
@@ -77,4 +92,9 @@ pub fn run_import(args: ImportArgs) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&context.work_dir);
     Ok(())
+}
+
+/// The trainer-owned part of an import's profile: the operator sets the conditions.
+fn reported_profile(profile: &DatasetStatus) -> DatasetReport {
+    DatasetReport { conditions: Vec::new(), observed_generation: None, ..profile.clone() }
 }

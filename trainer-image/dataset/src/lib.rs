@@ -13,7 +13,9 @@ pub mod import;
 pub mod layout;
 pub mod normalized;
 pub mod profile;
+pub mod report_client;
 pub mod split;
+pub mod store;
 pub mod table;
 
 pub use error::{Error, Result};

@@ -84,7 +84,8 @@ fn fetch_http_source(url: &str, dest_dir: &Path, options: &FetchOptions) -> Resu
 fn fetch_s3_source(source: &S3Source, dest_dir: &Path) -> Result<PathBuf> {
     let location = s3::S3Location::parse(&source.uri)?;
     let dest = dest_dir.join(file_name_for(&source.uri, Some(&location.key)));
-    current_thread_runtime()?.block_on(s3::download_object(source, None, &dest))?;
+    let credentials = s3::S3Credentials::source_from_env();
+    current_thread_runtime()?.block_on(s3::download_object(source, credentials.as_ref(), &dest))?;
     Ok(dest)
 }
 

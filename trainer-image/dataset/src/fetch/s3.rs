@@ -1,33 +1,42 @@
 //! Objects in S3 or an S3-compatible store (MinIO, Ceph, s3s…), read with aws-sdk-s3.
 
 use std::path::Path;
-use std::time::Duration;
 
-use aws_config::meta::region::RegionProviderChain;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ConnectorError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use ocellus_crds::dataset::S3Source;
 
 use super::{PartialFile, innermost_cause, parent_dir, persist};
+use crate::store::client::{Auth, ClientConfig, build_client};
 use crate::{Error, Result};
 
-/// Region when neither the source nor the environment names one.
-const FALLBACK_REGION: &str = "us-east-1";
-// The SDK's defaults have no read timeout (its stalled-stream protection covers bodies, not
-// waiting for an answer), so a store that accepts a connection and never answers would hang
-// the import; the connect timeout is above its 3.1 s for stores behind slow load balancers.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The environment variables an import pod gets a Dataset's own `credentialsSecretRef` keys in.
+/// They are not `AWS_*`, which hold the artifact store's keys in the same pod.
+pub const SOURCE_ACCESS_KEY_ENV: &str = "OCELLUS_SOURCE_AWS_ACCESS_KEY_ID";
+pub const SOURCE_SECRET_KEY_ENV: &str = "OCELLUS_SOURCE_AWS_SECRET_ACCESS_KEY";
+
+/// Set to [`SOURCE_AUTH_SECRET_ONLY`] in import pods: a source is read with its own Secret's keys
+/// or anonymously, never with the default credential chain (which holds the store's keys there).
+pub const SOURCE_AUTH_ENV: &str = "OCELLUS_SOURCE_AUTH";
+pub const SOURCE_AUTH_SECRET_ONLY: &str = "SecretOnly";
 
 /// An access key pair, instead of the AWS default credential chain.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Credentials {
     pub access_key_id: String,
     pub secret_access_key: String,
+}
+
+impl S3Credentials {
+    /// The source's keys from [`SOURCE_ACCESS_KEY_ENV`] and [`SOURCE_SECRET_KEY_ENV`], when both are set.
+    pub fn source_from_env() -> Option<Self> {
+        let get = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Some(Self {
+            access_key_id: get(SOURCE_ACCESS_KEY_ENV)?,
+            secret_access_key: get(SOURCE_SECRET_KEY_ENV)?,
+        })
+    }
 }
 
 impl std::fmt::Debug for S3Credentials {
@@ -92,31 +101,27 @@ pub async fn download_object(
     Ok(bytes)
 }
 
+/// The source's client: only the endpoint in the Dataset spec (never `AWS_ENDPOINT_URL*`, which
+/// may point at the artifact store), and unsigned requests when no credentials are configured,
+/// so public buckets work.
 async fn client_for(source: &S3Source, credentials: Option<&S3Credentials>) -> aws_sdk_s3::Client {
-    let region = RegionProviderChain::first_try(source.region.clone().map(Region::new))
-        .or_default_provider()
-        .or_else(Region::from_static(FALLBACK_REGION));
-    let timeouts =
-        TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region).timeout_config(timeouts);
-    if let Some(credentials) = credentials {
-        // Given credentials replace the default chain entirely, so nothing probes IMDS.
-        loader = loader.credentials_provider(Credentials::new(
-            &credentials.access_key_id,
-            &credentials.secret_access_key,
-            None,
-            None,
-            "ocellus",
-        ));
-    }
-    if let Some(endpoint) = &source.endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    let shared = loader.load().await;
-    let path_style = source.force_path_style.unwrap_or(source.endpoint.is_some());
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style).build(),
-    )
+    let auth = match credentials {
+        Some(c) => Auth::Static {
+            access_key_id: c.access_key_id.clone(),
+            secret_access_key: c.secret_access_key.clone(),
+        },
+        // In an import pod the default chain holds the artifact store's keys: never send them
+        // to a Dataset's endpoint. A source without its own Secret is read anonymously there.
+        None if std::env::var(SOURCE_AUTH_ENV).as_deref() == Ok(SOURCE_AUTH_SECRET_ONLY) => Auth::Anonymous,
+        None => Auth::DefaultChain,
+    };
+    build_client(&ClientConfig {
+        endpoint: source.endpoint.clone(),
+        force_path_style: source.force_path_style,
+        region: source.region.clone(),
+        auth,
+    })
+    .await
 }
 
 fn get_object_error(source: &S3Source, error: SdkError<GetObjectError>) -> Error {

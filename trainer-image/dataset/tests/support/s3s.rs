@@ -26,6 +26,21 @@ impl S3sFs {
     /// Starts the server and waits until it accepts connections; fails the test when the
     /// binary is missing.
     pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// A server without credentials: it accepts unsigned (anonymous) requests, as a public
+    /// bucket does.
+    pub fn start_anonymous() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Where the server keeps bucket `bucket`'s objects, one file per key.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.dir.path().join("data").join(bucket)
+    }
+
+    fn start_with(authenticated: bool) -> Self {
         let binary = binary();
         assert!(
             binary.is_file(),
@@ -37,9 +52,12 @@ impl S3sFs {
         std::fs::create_dir(&data).expect("create the s3s-fs root");
         let log = File::create(dir.path().join("s3s-fs.log")).expect("create the s3s-fs log");
         let port = free_port();
-        let child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        let mut command = Command::new(&binary);
+        command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        if authenticated {
+            command.args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY]);
+        }
+        let child = command
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(log)
