@@ -59,7 +59,7 @@ fn main() -> ocellus_trainer::Result<()> {
             paths.sort();
             let inputs: Vec<ImageInput> = paths.into_iter().map(ImageInput::Path).collect();
             let decoders = flag("--decoders", EmbedOptions::default().decode_threads);
-            let options = EmbedOptions { batch_size: batch, decode_threads: decoders };
+            let options = EmbedOptions { batch_size: batch, decode_threads: decoders, devices: Vec::new() };
             let warm = inputs.len().min(2 * batch);
             embed(&backbone, &inputs[..warm], &options, &ProgressBar::hidden())?;
             let started = Instant::now();

@@ -3,20 +3,18 @@
 
 use std::path::Path;
 
+use ocellus_crds::contract::location::StoreUri;
+use ocellus_crds::contract::run_folder::is_ocellus_entry;
+
 use crate::{Error, Result};
 
-/// Files and folders only an Ocellus run or import writes; a folder holding anything else is
-/// not deleted, so a wrong location cannot wipe unrelated data.
-const OCELLUS_ENTRIES: [&str; 8] =
-    ["result.json", "predictions.csv", "scoring", "datasets", ".cache", ".work", "report.html", "trials"];
-
-/// Deletes an experiment's artifacts. A location that does not exist is already deleted.
+/// Deletes an experiment's artifacts: only files and folders an Ocellus run writes
+/// (`run_folder::OCELLUS_ENTRIES`); a folder (or S3 prefix) holding anything else is not
+/// deleted, so a wrong location cannot wipe unrelated data. A location that does not exist
+/// is already deleted.
 pub fn delete(location: &str) -> Result<()> {
-    if location.starts_with("s3://") {
-        return Err(Error::bad_input(format!(
-            "{location}: this trainer writes artifacts to a volume only; S3 artifact stores are not \
-             supported yet, so there is nothing it could delete there"
-        )));
+    if let StoreUri::S3(prefix) = StoreUri::parse(location).map_err(Error::bad_input)? {
+        return Ok(ocellus_dataset::store::trainer::delete_s3(&prefix)?);
     }
     let path = Path::new(location);
     if !path.is_absolute() || path.components().count() < 3 {
@@ -32,8 +30,7 @@ pub fn delete(location: &str) -> Result<()> {
     for entry in entries {
         let name = entry.map_err(Error::io(path))?.file_name();
         let name = name.to_string_lossy();
-        let known = OCELLUS_ENTRIES.contains(&name.as_ref()) || name.starts_with(".scoring.partial-");
-        if !known && !name.starts_with(".tmp") {
+        if !is_ocellus_entry(&name) {
             return Err(Error::bad_input(format!(
                 "{location}: refusing to delete: {name:?} was not written by ocellus, so this is \
                  not (only) an experiment's artifacts folder"
@@ -70,6 +67,6 @@ mod tests {
         assert!(error.contains("thesis.tex") && dir.join("thesis.tex").exists(), "{error}");
         assert!(delete("relative/path").is_err());
         assert!(delete("/mnt").is_err());
-        assert!(delete("s3://bucket/x").unwrap_err().to_string().contains("not supported"));
+        assert!(delete("s3://bucket").unwrap_err().to_string().contains("not a bucket"));
     }
 }

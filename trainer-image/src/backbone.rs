@@ -181,6 +181,13 @@ impl Registry {
 }
 
 fn load_checked(manifest: BackboneManifest, model_path: PathBuf, device: Device) -> Result<Backbone> {
+    if !model_path.is_file() {
+        return Err(Error::bad_input(format!(
+            "{}: missing, although the backbone's manifest.json names it: copy the whole folder \
+             that `make backbones` (or export_backbones.py) wrote, every file in it",
+            model_path.display()
+        )));
+    }
     if let Some(expected) = &manifest.model_sha256 {
         let actual = ocellus_dataset::digest::sha256_file(&model_path)?;
         if !actual.eq_ignore_ascii_case(expected) {
@@ -214,6 +221,23 @@ impl Backbone {
         self.module.to(self.device, Kind::Half, false);
         self.kind = Kind::Half;
         Ok(())
+    }
+
+    /// The same network loaded again on `device`, in the same precision: one replica per GPU
+    /// when embeddings are spread over several (its file was checked when `self` was loaded).
+    pub fn replica(&self, device: Device) -> Result<Backbone> {
+        let mut module = CModule::load_on_device(&self.model_path, device)?;
+        module.set_eval();
+        if self.kind != Kind::Float {
+            module.to(device, self.kind, false);
+        }
+        Ok(Backbone {
+            manifest: self.manifest.clone(),
+            module,
+            model_path: self.model_path.clone(),
+            device,
+            kind: self.kind,
+        })
     }
 
     pub fn model_path(&self) -> &Path {

@@ -4,14 +4,17 @@
 //! in order and hand them over through a bounded channel; the calling thread assembles
 //! batches in row order and runs the network. At most `2 * batch_size` decoded images wait at
 //! any time, so memory does not grow with the number of images: only the output does
-//! (`rows * featureDim` floats).
+//! (`rows * featureDim` floats). With several devices (`EmbedOptions::devices`: a pod with N
+//! GPUs) each batch goes to whichever replica of the network is free, one per device.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, channel, sync_channel};
 
 use indicatif::ProgressBar;
+use tch::Device;
 
 use crate::backbone::Backbone;
 use crate::preprocess::{Preprocess, batch_tensor, decode_image, open_image};
@@ -41,13 +44,16 @@ impl ImageInput {
 pub struct EmbedOptions {
     pub batch_size: usize,
     pub decode_threads: usize,
+    /// With more than one: batches are spread over the backbone (on the first) and a replica
+    /// on each other device. Empty or one: the backbone alone.
+    pub devices: Vec<Device>,
 }
 
 impl Default for EmbedOptions {
     fn default() -> Self {
         // 2-core machines: one decoder keeps up with the network, which uses every core.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self { batch_size: 16, decode_threads: cores.div_ceil(2) }
+        Self { batch_size: 16, decode_threads: cores.div_ceil(2), devices: Vec::new() }
     }
 }
 
@@ -86,6 +92,8 @@ pub fn embed(
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let (sender, receiver) = sync_channel::<(usize, Result<Option<Vec<f32>>>)>(2 * batch_size);
+    let replicas =
+        options.devices.iter().skip(1).map(|device| backbone.replica(*device)).collect::<Result<Vec<_>>>()?;
 
     std::thread::scope(|scope| {
         for _ in 0..options.decode_threads.max(1) {
@@ -110,21 +118,87 @@ pub fn embed(
         }
         drop(sender);
 
-        let result = assemble_batches(&receiver, inputs.len(), batch_size, &preprocess, |rows, batch| {
-            let features = backbone.features(&batch_tensor(batch, rows.len(), preprocess.crop))?;
-            let features = Vec::<f32>::try_from(features.contiguous().view(-1))?;
+        let mut store = |rows: &[usize], features: &[f32]| {
             for (row, values) in rows.iter().zip(features.chunks_exact(dim)) {
                 data[row * dim..(row + 1) * dim].copy_from_slice(values);
             }
             progress.inc(rows.len() as u64);
-            Ok(())
-        });
+        };
+        let result = if replicas.is_empty() {
+            assemble_batches(&receiver, inputs.len(), batch_size, &preprocess, |rows, batch| {
+                store(rows, &features_of(backbone, rows, batch, preprocess.crop)?);
+                Ok(())
+            })
+        } else {
+            let networks: Vec<&Backbone> = std::iter::once(backbone).chain(&replicas).collect();
+            spread_batches(scope, &networks, &preprocess, &mut store, |run| {
+                assemble_batches(&receiver, inputs.len(), batch_size, &preprocess, run)
+            })
+        };
         // Stops the workers and unblocks any waiting in `send` before the scope joins them.
         stop.store(true, Ordering::Relaxed);
         drop(receiver);
         result
     })?;
     Ok(Embeddings { dim, data })
+}
+
+fn features_of(backbone: &Backbone, rows: &[usize], batch: &[f32], crop: u32) -> Result<Vec<f32>> {
+    let features = backbone.features(&batch_tensor(batch, rows.len(), crop))?;
+    Ok(Vec::<f32>::try_from(features.contiguous().view(-1))?)
+}
+
+/// Runs `assemble` with a `run` that hands each batch to whichever of `networks` is free (one
+/// thread each, at most one batch waiting per network), and `store`s the features as they come
+/// back; returns once every batch is stored, or with the first error.
+fn spread_batches<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    networks: &[&'env Backbone],
+    preprocess: &Preprocess,
+    store: &mut impl FnMut(&[usize], &[f32]),
+    assemble: impl FnOnce(&mut dyn FnMut(&[usize], &[f32]) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    type Done = Result<(Vec<usize>, Vec<f32>)>;
+    let (work, queue) = sync_channel::<(Vec<usize>, Vec<f32>)>(networks.len());
+    let queue = Arc::new(Mutex::new(queue));
+    let (finished, done) = channel::<Done>();
+    let crop = preprocess.crop;
+    let workers: Vec<_> = networks
+        .iter()
+        .map(|&network| {
+            let (finished, queue) = (finished.clone(), Arc::clone(&queue));
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((rows, batch)) = next else { break };
+                    let result = features_of(network, &rows, &batch, crop).map(|features| (rows, features));
+                    if finished.send(result).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(finished);
+    let mut collect = |done: &Receiver<Done>, wait: bool| -> Result<()> {
+        loop {
+            let next = if wait { done.recv().ok() } else { done.try_recv().ok() };
+            let Some(result) = next else { return Ok(()) };
+            let (rows, features) = result?;
+            store(&rows, &features);
+        }
+    };
+    let assembled = assemble(&mut |rows, batch| {
+        collect(&done, false)?;
+        work.send((rows.to_vec(), batch.to_vec()))
+            .map_err(|_| Error::Internal("an embedding worker stopped early".into()))
+    });
+    drop(work);
+    let collected = collect(&done, true);
+    for worker in workers {
+        worker.join().map_err(|_| Error::Internal("an embedding worker panicked".into()))?;
+    }
+    assembled.and(collected)
 }
 
 /// Receives decoded images, which arrive nearly in order, and calls `run(rows, values)` for

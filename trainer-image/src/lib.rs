@@ -12,6 +12,7 @@ pub mod image_cells;
 pub mod pipeline;
 pub mod predict;
 pub mod preprocess;
+pub mod progress;
 pub mod run;
 
 pub use error::{Error, Result};

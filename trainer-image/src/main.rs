@@ -115,7 +115,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let registry = Registry::new(&cli.backbones);
+    // Backbones in S3 are downloaded (once) only by the commands that use them.
+    let uses_backbones = matches!(cli.command, Command::Run(_) | Command::Backbone(_));
+    let backbones = if uses_backbones {
+        ocellus_dataset::store::trainer::backbones_dir(&cli.backbones)?
+    } else {
+        cli.backbones
+    };
+    let registry = Registry::new(&backbones);
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Dataset(DatasetCommand::Import(args)) => Ok(run_import(args)?),

@@ -15,7 +15,7 @@ use crate::{Error, Result, device};
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// The scoring/ folder an `ocellus run` wrote.
+    /// The scoring/ folder an `ocellus run` wrote (a folder, or `s3://…/scoring`).
     #[arg(long)]
     pub bundle: PathBuf,
     /// CSV with a header row and the columns the model was trained on.
@@ -37,7 +37,7 @@ pub struct PredictArgs {
 
 pub fn predict(args: PredictArgs) -> Result<usize> {
     let device = if args.cpu { tch::Device::Cpu } else { device::best_device() };
-    let bundle = ScoringBundle::load(&args.bundle, device)?;
+    let bundle = ScoringBundle::load(&ocellus_dataset::store::trainer::bundle_dir(&args.bundle)?, device)?;
     let rows = read_rows(&args.input, &bundle)?;
     let cache_dir = args.cache_dir.clone().unwrap_or_else(|| folder_of(&args.output).join(".ocellus-cache"));
     let cells = ImageCells::new(folder_of(&args.input), cache_dir);

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kube::ResourceExt;
+use ocellus_crds::contract::checks::check_experiment;
+use ocellus_crds::dataset::ColumnType;
 use ocellus_crds::experiment::Pipeline;
 use ocellus_crds::{Dataset, Experiment, ExperimentStatus, Manifest};
 use ocellus_dataset::cli::read_manifests;
@@ -21,13 +23,13 @@ use crate::backbone::Registry;
 use crate::embed::EmbedOptions;
 use crate::pipeline::auto_image::{self, AutoImageSettings};
 use crate::pipeline::embeddings::{self, Outcome, RunSettings};
-use crate::{Error, Result, device};
+use crate::{Error, Result, device, progress};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// A YAML file with an Experiment and (some of) the Datasets it names.
     pub file: PathBuf,
-    /// Output folder: datasets/, scoring/, predictions.csv, result.json.
+    /// Output folder: datasets/, scoring/, predictions.csv, result.json; or `s3://bucket/prefix`.
     #[arg(long)]
     pub out: PathBuf,
     /// Run only the Experiment with this name (when the file has several).
@@ -54,9 +56,26 @@ pub struct RunArgs {
     pub max_image_size: Option<u32>,
 }
 
-pub fn run(args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
+pub fn run(mut args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
+    // `--out s3://…`: staged locally, resumed from and published to the store.
+    let staged = ocellus_dataset::store::trainer::stage_run(&args.out)?;
+    args.out = staged.as_ref().map_or(args.out, |s| s.local.clone());
+    let status = run_in(args, registry)?;
+    let status = match staged {
+        Some(staged) => staged.publish(status)?,
+        None => status,
+    };
+    // Last: the operator may treat the final report as the end of the run, so it goes only
+    // once everything (in S3: the whole folder, result.json last) is in the store.
+    progress::finish(&status);
+    Ok(status)
+}
+
+fn run_in(args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
     let manifests = read_manifests(&args.file)?;
     let experiment = pick_experiment(&manifests, args.name.as_deref(), &args.file)?;
+    progress::install(experiment);
+    progress::stage("PreparingDatasets", 1);
     let datasets: BTreeMap<String, &Dataset> = manifests
         .iter()
         .filter_map(|m| match m {
@@ -80,7 +99,9 @@ pub fn run(args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
     };
     let _ = std::fs::remove_dir_all(&context.work_dir);
 
-    let pipeline = resolve_pipeline(experiment.spec.pipeline, &train);
+    let test_columns = test.as_ref().map(columns);
+    let pipeline = check_experiment(&experiment.spec, &columns(&train), test_columns.as_deref())
+        .map_err(Error::bad_input)?;
     let mut device = if args.cpu { tch::Device::Cpu } else { device::best_device() };
     if !device.is_cuda() {
         device = tch::Device::Cpu;
@@ -88,6 +109,7 @@ pub fn run(args: RunArgs, registry: &Registry) -> Result<ExperimentStatus> {
     let embed = EmbedOptions {
         batch_size: args.batch_size,
         decode_threads: args.decode_threads.unwrap_or_else(|| EmbedOptions::default().decode_threads),
+        devices: device::embedding_devices(device),
     };
     let cache_dir = args.out.join(".cache").join("images");
     if pipeline == Pipeline::AutoImage {
@@ -188,7 +210,8 @@ fn prepare_dataset(
     };
     // In a cluster the operator hands over the Datasets with their status: the import Job
     // already wrote the normalized copy there.
-    let imported_at = dataset.status.as_ref().and_then(|s| s.location.as_deref()).map(PathBuf::from);
+    let imported_at = dataset.status.as_ref().and_then(|s| s.location.as_deref());
+    let imported_at = imported_at.map(ocellus_dataset::store::trainer::dataset_dir).transpose()?;
     if let Some(location) = imported_at.filter(|l| l.join("dataset.json").is_file()) {
         return Ok(NormalizedDataset::open(&location)?);
     }
@@ -205,16 +228,9 @@ fn prepare_dataset(
     Ok(NormalizedDataset::open(&folder)?)
 }
 
-/// `Auto` → `Embeddings` when there is a non-image feature or several image columns.
-pub fn resolve_pipeline(requested: Pipeline, dataset: &NormalizedDataset) -> Pipeline {
-    match requested {
-        Pipeline::Auto => {
-            let images = dataset.meta.image_columns.len();
-            let others = dataset.meta.columns.len().saturating_sub(images + 1);
-            if images == 1 && others == 0 { Pipeline::AutoImage } else { Pipeline::Embeddings }
-        }
-        other => other,
-    }
+/// A normalized copy's columns as the contract's checks take them.
+fn columns(dataset: &NormalizedDataset) -> Vec<(&str, ColumnType)> {
+    dataset.meta.columns.iter().map(|c| (c.name.as_str(), c.type_)).collect()
 }
 
 /// Writes JSON to a temporary file beside `path`, syncs it and renames it into place.

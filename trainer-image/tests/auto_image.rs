@@ -350,7 +350,7 @@ fn a_second_image_column_is_refused_with_a_pointer_to_embeddings() {
         Tiny::new(20, |i| format!("{},{},{}", Tiny::photo(i), Tiny::photo(i + 1), i % 2), "photo,other,kind");
     let message = tiny.run_failing("", "AutoImage", AUTO);
     assert!(
-        message.contains("exactly one image column") && message.contains("pipeline: Embeddings"),
+        message.contains("exactly one image column") && message.contains("use pipeline Embeddings"),
         "{message}"
     );
 }
@@ -359,7 +359,7 @@ fn a_second_image_column_is_refused_with_a_pointer_to_embeddings() {
 fn a_non_image_feature_is_refused_with_a_pointer_to_embeddings() {
     let tiny = Tiny::new(20, |i| format!("{},{i},{}", Tiny::photo(i), i % 2), "photo,mileage,kind");
     let message = tiny.run_failing("", "AutoImage", AUTO);
-    assert!(message.contains("mileage") && message.contains("pipeline: Embeddings"), "{message}");
+    assert!(message.contains("mileage") && message.contains("use pipeline Embeddings"), "{message}");
 }
 
 #[test]

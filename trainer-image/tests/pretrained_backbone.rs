@@ -116,6 +116,24 @@ fn a_damaged_model_file_is_refused_before_libtorch_reads_it() {
     assert!(error.to_string().contains("does not match the manifest"), "{error}");
 }
 
+#[test]
+fn a_backbone_folder_missing_the_file_its_manifest_names_says_to_copy_the_whole_folder() {
+    let registry = registry();
+    let copy = tempfile::tempdir().unwrap();
+    let folder = copy.path().join(NAME);
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(registry.root().join(NAME).join("manifest.json"), folder.join("manifest.json")).unwrap();
+    std::fs::copy(registry.root().join(NAME).join("model.pt"), folder.join("model.pt")).unwrap();
+    let error = Registry::new(copy.path())
+        .load_for_embeddings(NAME, Device::Cpu)
+        .err()
+        .expect("the manifest names inference.pt, which is not there");
+    let message = error.to_string();
+    assert!(message.contains("inference.pt: missing"), "{message}");
+    assert!(message.contains("copy the whole folder"), "{message}");
+    assert_eq!(error.exit_code(), ocellus_trainer::error::EXIT_BAD_INPUT);
+}
+
 /// On a GPU machine (`make test-cuda`): libtorch must really see the GPU through our binary's
 /// link flags, and the backbone must give the same features there.
 #[cfg(feature = "cuda-tests")]
@@ -133,4 +151,33 @@ fn cuda_is_available_and_agrees_with_the_cpu() {
         registry.load(NAME, Device::Cuda(0)).unwrap().features(&input).unwrap().to_device(Device::Cpu);
     let max_difference = (&features - &expected).abs().max().double_value(&[]);
     assert!(max_difference < 1e-3, "GPU and PyTorch CPU features differ by {max_difference}");
+}
+
+/// Batches spread over two replicas of the network (as over a pod's two GPUs; here two CPU
+/// replicas) give exactly the features of one network, in row order, missing rows still NaN.
+#[test]
+fn batches_spread_over_replicas_give_the_features_of_one_network() {
+    use ocellus_trainer::embed::{EmbedOptions, ImageInput, embed};
+    let registry = registry();
+    let backbone = registry.load_for_embeddings(NAME, Device::Cpu).unwrap();
+    let photos = ["chelsea.png", "coffee.png"];
+    let inputs: Vec<ImageInput> = (0..7)
+        .map(|i| match i {
+            3 => ImageInput::Missing,
+            _ => ImageInput::Path(repo().join("testdata").join(photos[i % 2])),
+        })
+        .collect();
+    let progress = indicatif::ProgressBar::hidden();
+    let one = EmbedOptions { batch_size: 2, decode_threads: 1, devices: vec![Device::Cpu] };
+    let single = embed(&backbone, &inputs, &one, &progress).unwrap();
+    let two = EmbedOptions { devices: vec![Device::Cpu, Device::Cpu], ..one };
+    let spread = embed(&backbone, &inputs, &two, &progress).unwrap();
+    assert_eq!(spread.rows(), 7);
+    assert!(spread.is_missing(3) && !spread.is_missing(4));
+    for row in [0, 1, 2, 4, 5, 6] {
+        let (a, b) = (single.row(row), spread.row(row));
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "row {row} differs by {worst}");
+    }
+    assert!(spread.row(0) != spread.row(1), "rows are not mixed up");
 }

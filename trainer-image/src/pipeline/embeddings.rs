@@ -30,7 +30,7 @@ use ocellus_tabular::gbm::{Gbm, GbmConfig, curve_metric};
 use ocellus_tabular::learner::{FittedModel, TrainingData};
 use ocellus_tabular::linear::{self, LinearConfig};
 use ocellus_tabular::matrix::Matrix;
-use ocellus_tabular::metrics::{Predictions, evaluate, greater_is_better, resolve_scorer, scorer_name};
+use ocellus_tabular::metrics::{Predictions, compare, evaluate, resolve_scorer, scorer_name};
 use ocellus_tabular::pca::Pca;
 use ocellus_tabular::task::{Target, TaskKind};
 use serde_json::{Map, Value};
@@ -114,9 +114,6 @@ pub fn run(
     for architecture in &spec.embeddings.architectures {
         registry.manifest(architecture)?;
     }
-    if let Some(test) = test {
-        check_same_columns(train, test)?;
-    }
 
     // Labelled rows only; the target decides the task and the classes.
     let all_rows = train.rows()?;
@@ -167,6 +164,7 @@ pub fn run(
     let fine_tuning = &spec.embeddings.fine_tune;
     // Pretrained embeddings are computed once and projected per dimension; fine-tuned ones
     // come from a network trained for each dimension.
+    crate::progress::stage(if fine_tuning.enabled { "FineTuning" } else { "ExtractingEmbeddings" }, 5);
     let pretrained = if fine_tuning.enabled {
         Vec::new()
     } else {
@@ -174,7 +172,10 @@ pub fn run(
     };
     let work = out.join(".work");
     let mut candidates: Vec<Candidate> = Vec::new();
-    for &dimension in &dimensions {
+    for (index, &dimension) in dimensions.iter().enumerate() {
+        if index > 0 || !fine_tuning.enabled {
+            crate::progress::stage("FittingModels", 50 + (40 * index / dimensions.len()) as i32);
+        }
         let blocks = if fine_tuning.enabled {
             let context =
                 FineTuneContext { registry, settings, fit: &fit, y: &y, target: &target, work: &work };
@@ -200,6 +201,8 @@ pub fn run(
             );
             candidates.push(candidate);
         }
+        let architectures = spec.embeddings.architectures.join("+");
+        crate::progress::trials(trials_summary(&candidates, scorer, &architectures));
     }
     let best_index = best_candidate(&candidates, scorer);
     let best = &candidates[best_index];
@@ -228,6 +231,7 @@ pub fn run(
     let mut metrics = Metrics { validation: best.validation.clone(), test: Vec::new() };
     let mut predictions_path = None;
     if let Some(test) = test {
+        crate::progress::stage("ScoringTest", 92);
         let bundle = ScoringBundle::load(&final_bundle, settings.device)?;
         let test_rows = test.rows()?;
         let test_cells = ImageCells::new(&test.dir, &settings.cache_dir);
@@ -558,17 +562,14 @@ fn fit_candidates(
 }
 
 fn best_candidate(candidates: &[Candidate], scorer: Scorer) -> usize {
-    let better = |a: f64, b: f64| if greater_is_better(scorer) { a > b } else { a < b };
     (0..candidates.len())
-        .fold(0, |best, i| if better(candidates[i].score, candidates[best].score) { i } else { best })
+        .min_by(|&a, &b| compare(scorer, candidates[a].score, candidates[b].score))
+        .unwrap_or(0)
 }
 
 fn trials_summary(candidates: &[Candidate], scorer: Scorer, architecture: &str) -> TrialsSummary {
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by(|&a, &b| {
-        let ordering = candidates[a].score.total_cmp(&candidates[b].score);
-        if greater_is_better(scorer) { ordering.reverse() } else { ordering }
-    });
+    order.sort_by(|&a, &b| compare(scorer, candidates[a].score, candidates[b].score));
     TrialsSummary {
         total: candidates.len() as i32,
         completed: candidates.len() as i32,
@@ -645,18 +646,6 @@ fn check_dimensions(dimensions: &[i32]) -> Result<()> {
         }
         None => Ok(()),
     }
-}
-
-fn check_same_columns(train: &NormalizedDataset, test: &NormalizedDataset) -> Result<()> {
-    if train.meta.columns == test.meta.columns {
-        return Ok(());
-    }
-    Err(Error::bad_input(format!(
-        "the test dataset's columns ({}) differ from the training dataset's ({}); \
-         import both from the same source, e.g. as two splits of one Dataset",
-        column_list(&test.meta.columns),
-        column_list(&train.meta.columns)
-    )))
 }
 
 fn column_list(columns: &[ColumnMeta]) -> String {

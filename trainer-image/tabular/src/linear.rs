@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::learner::TrainingData;
 use crate::linalg::top_eigen;
 use crate::matrix::Matrix;
-use crate::metrics::{Predictions, greater_is_better, resolve_scorer, score};
+use crate::metrics::{Predictions, is_better, resolve_scorer, score};
 use crate::task::{Target, TaskKind};
 
 /// Regularisation strengths tried, weakest first. With the summed (not averaged) loss of
@@ -169,8 +169,7 @@ pub fn fit(data: &TrainingData, config: &LinearConfig) -> Result<FittedLinear> {
             score: trial_score,
             seconds: trial_started.elapsed().as_secs_f64(),
         });
-        let better = |a: f64, b: f64| if greater_is_better(scorer) { a > b } else { a < b };
-        if best.as_ref().is_none_or(|(s, ..)| better(trial_score, *s)) {
+        if best.as_ref().is_none_or(|(s, ..)| is_better(scorer, trial_score, *s)) {
             best = Some((trial_score, alpha, model.weights, model.intercepts, model.output_classes));
         }
     }

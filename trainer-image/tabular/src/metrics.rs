@@ -75,6 +75,28 @@ pub fn resolve_scorer(scorer: Scorer, task: TaskKind) -> Result<Scorer> {
     }
 }
 
+/// How score `a` ranks against score `b` under `scorer`: `Less` when `a` is better. A total
+/// order, so every sort and every "best of" agrees: NaN ranks after every number (and equal to
+/// another NaN), equal scores are `Equal` (a stable sort keeps their order; `min_by` keeps the
+/// first), and `-0.0` equals `0.0`.
+pub fn compare(scorer: Scorer, a: f64, b: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => {
+            let ascending = a.partial_cmp(&b).expect("numbers compare");
+            if greater_is_better(scorer) { ascending.reverse() } else { ascending }
+        }
+    }
+}
+
+/// Whether `a` is a strictly better score than `b` (NaN never is).
+pub fn is_better(scorer: Scorer, a: f64, b: f64) -> bool {
+    compare(scorer, a, b) == std::cmp::Ordering::Less
+}
+
 pub fn greater_is_better(scorer: Scorer) -> bool {
     matches!(scorer, Scorer::R2 | Scorer::AUC | Scorer::Accuracy | Scorer::F1)
 }
@@ -224,6 +246,24 @@ mod tests {
     //! average="macro"), log_loss, accuracy_score, f1_score (average="macro" for multiclass)).
     use super::*;
 
+    /// The operator's status server accepts only the contract's metric names: a report of
+    /// metrics named otherwise is refused with 400 (it was, when the contract said "rmse").
+    #[test]
+    fn every_scorer_name_is_a_metric_name_the_contract_accepts() {
+        use ocellus_crds::contract::report::METRIC_NAMES;
+        let scorers = [
+            Scorer::RMSE,
+            Scorer::MAE,
+            Scorer::R2,
+            Scorer::AUC,
+            Scorer::LogLoss,
+            Scorer::Accuracy,
+            Scorer::F1,
+        ];
+        let names: Vec<&str> = scorers.into_iter().map(scorer_name).collect();
+        assert_eq!(names, METRIC_NAMES);
+    }
+
     fn metric(metrics: &[MetricValue], name: &str) -> f64 {
         metrics.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no {name}")).value
     }
@@ -283,6 +323,41 @@ mod tests {
         let m = evaluate(&target, &[1.0, 1.0], &predictions);
         assert!(m.iter().all(|m| m.name != "AUC"));
         close(metric(&m, "Accuracy"), 0.5);
+    }
+
+    /// The properties of a total order, over every triple of special values (NaN, infinities,
+    /// both zeros, ties) and seeded random ones, for a scorer of each direction; and sorting
+    /// with it never panics and puts NaN last.
+    #[test]
+    fn compare_is_a_total_order_with_nan_last() {
+        use rand::{Rng, SeedableRng};
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let mut values =
+            vec![f64::NAN, -f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, 1.0, 1.0, -2.5, 1e-300];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        values.extend((0..14).map(|_| rng.gen_range(-3.0..3.0)));
+        for scorer in [Scorer::RMSE, Scorer::AUC] {
+            let cmp = |a: f64, b: f64| compare(scorer, a, b);
+            for &a in &values {
+                assert_eq!(cmp(a, a), Equal, "reflexive at {a}");
+                for &b in &values {
+                    assert_eq!(cmp(a, b), cmp(b, a).reverse(), "antisymmetric at {a}, {b}");
+                    assert_eq!(cmp(a, b) == Less, is_better(scorer, a, b));
+                    for &c in &values {
+                        if cmp(a, b) != Greater && cmp(b, c) != Greater {
+                            assert_ne!(cmp(a, c), Greater, "transitive at {a}, {b}, {c}");
+                        }
+                    }
+                }
+            }
+            let mut sorted = values.clone();
+            sorted.sort_by(|a, b| cmp(*a, *b));
+            assert!(sorted[sorted.len() - 2..].iter().all(|v| v.is_nan()), "NaN last: {sorted:?}");
+            let best = if greater_is_better(scorer) { f64::INFINITY } else { f64::NEG_INFINITY };
+            assert_eq!(sorted[0], best, "{scorer:?}: {sorted:?}");
+        }
+        assert!(is_better(Scorer::RMSE, 1.0, f64::NAN) && !is_better(Scorer::RMSE, f64::NAN, 1.0));
+        assert_eq!(compare(Scorer::RMSE, 0.0, -0.0), Equal, "a tie, not an order by sign");
     }
 
     #[test]

@@ -11,13 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ocellus_tabular::metrics::{evaluate, scorer_name};
+use ocellus_tabular::metrics::{compare, evaluate, is_better, scorer_name};
 use tch::Device;
 
 use super::space::TrialConfig;
 use super::trial::{
-    Network, TrialData, TrialState, checkpoint_name, eval_preprocess, forward_rows, is_better, load_head,
-    predict, save_head,
+    Network, TrialData, TrialState, checkpoint_name, eval_preprocess, forward_rows, load_head, predict,
+    save_head,
 };
 use crate::backbone::BackboneManifest;
 use crate::{Error, Result};
@@ -31,15 +31,7 @@ pub const AVERAGED: &str = "averaged";
 /// The epochs of a trial's top checkpoints, best first.
 pub fn top_epochs(state: &TrialState, scorer: ocellus_crds::experiment::Scorer) -> Vec<usize> {
     let mut records: Vec<_> = state.history.iter().collect();
-    records.sort_by(|a, b| {
-        if is_better(scorer, a.score, b.score) {
-            std::cmp::Ordering::Less
-        } else if is_better(scorer, b.score, a.score) {
-            std::cmp::Ordering::Greater
-        } else {
-            a.epoch.cmp(&b.epoch)
-        }
-    });
+    records.sort_by(|a, b| compare(scorer, a.score, b.score).then(a.epoch.cmp(&b.epoch)));
     records.into_iter().take(TOP_CHECKPOINTS).map(|r| r.epoch).collect()
 }
 

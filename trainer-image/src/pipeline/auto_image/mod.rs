@@ -35,7 +35,9 @@ use tch::Device;
 
 use self::search::{SearchSettings, TrialView, trial_dir};
 use self::space::{SearchSpace, TrialConfig};
-use self::trial::{TrialData, checkpoint_name, eval_preprocess, is_better};
+use ocellus_tabular::metrics::{compare, is_better};
+
+use self::trial::{TrialData, checkpoint_name, eval_preprocess};
 use crate::backbone::Registry;
 use crate::bundle::{
     NetworkBundleParts, NetworkModel, ScoringBundle, tabular_error, write_network_bundle, write_predictions,
@@ -176,9 +178,16 @@ pub fn run(
         program: settings.program.clone(),
         backbones: data.backbones.clone(),
         cpu: !settings.device.is_cuda(),
+        gpus: if settings.device.is_cuda() {
+            search::visible_gpus(tch::Cuda::device_count() as usize)
+        } else {
+            vec![]
+        },
     };
     let seed = spec.seed as u64;
     let trials = search::search(&work, &search_settings, &|id| space.sample(id, seed))?;
+    crate::progress::trials(trials_summary(&trials, scorer));
+    crate::progress::stage("FinalModel", 95);
     let Some(best) = best_trial(&trials, scorer) else {
         return Err(Error::bad_input(format!(
             "no trial finished an epoch within the {}s budget; raise autoImage.timeBudgetSeconds",
@@ -338,41 +347,14 @@ pub fn run(
     Ok(Outcome { status, record })
 }
 
-/// The one image column; anything else is for the embeddings pipeline.
+/// The one image column (`run` checked the spec against the columns with the contract's rules).
 fn check_columns(train: &NormalizedDataset, target: &str) -> Result<String> {
-    let columns = &train.meta.columns;
-    if !columns.iter().any(|c| c.name == target) {
-        return Err(Error::bad_input(format!(
-            "target column {target:?} is not in dataset {} (columns: {}); fix spec.target",
-            train.dir.display(),
-            columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-        )));
-    }
-    let images: Vec<&str> =
-        columns.iter().filter(|c| c.type_ == ColumnType::Image).map(|c| c.name.as_str()).collect();
-    let others: Vec<&str> = columns
-        .iter()
-        .filter(|c| c.type_ != ColumnType::Image && c.name != target)
-        .map(|c| c.name.as_str())
-        .collect();
-    match (images.as_slice(), others.is_empty()) {
-        ([image], true) => Ok((*image).to_owned()),
-        ([], _) => Err(Error::bad_input(format!(
-            "dataset {} has no image column; the auto image model needs exactly one",
-            train.dir.display()
-        ))),
-        (_, false) => Err(Error::bad_input(format!(
-            "the auto image model learns from exactly one image column and the target, but dataset {} \
-             also has {}: use `pipeline: Embeddings`, which joins images with other columns",
-            train.dir.display(),
-            others.join(", ")
-        ))),
+    let mut images = train.meta.columns.iter().filter(|c| c.type_ == ColumnType::Image && c.name != target);
+    match (images.next(), images.next()) {
+        (Some(image), None) => Ok(image.name.clone()),
         _ => Err(Error::bad_input(format!(
-            "the auto image model learns from exactly one image column, but dataset {} has {} ({}): \
-             use `pipeline: Embeddings`, which takes any number",
-            train.dir.display(),
-            images.len(),
-            images.join(", ")
+            "the auto image model learns from exactly one image column; dataset {} has another number",
+            train.dir.display()
         ))),
     }
 }
@@ -382,15 +364,24 @@ fn allowed_architectures(registry: &Registry, allowed: &[String]) -> Result<Vec<
     let available = registry.available();
     let names: Vec<String> = if allowed.is_empty() { available.clone() } else { allowed.to_vec() };
     let mut found = Vec::new();
+    let mut missing = Vec::new();
     for name in &names {
-        if let Ok(manifest) = registry.manifest(name) {
-            found.push((name.clone(), manifest.input_size as u32));
+        match registry.manifest(name) {
+            Ok(manifest) => found.push((name.clone(), manifest.input_size as u32)),
+            Err(_) => missing.push(name.as_str()),
         }
     }
-    if found.is_empty() {
+    // A backbone the spec names but this machine lacks is refused, as the embeddings pipeline
+    // refuses it: silently searching fewer backbones would hide the typo.
+    if found.is_empty() || (!allowed.is_empty() && !missing.is_empty()) {
         return Err(Error::bad_input(format!(
-            "no backbone to fine-tune: {} has {}{}; export one with trainer-image/export_backbones.py \
+            "no backbone to fine-tune{}: {} has {}{}; export one with trainer-image/export_backbones.py \
              (see docs/backbones.md) or allow one of those in autoImage.architectures",
+            if missing.is_empty() || allowed.is_empty() {
+                String::new()
+            } else {
+                format!(" named {}", missing.join(", "))
+            },
             registry.root().display(),
             if available.is_empty() { "none".to_owned() } else { available.join(", ") },
             if allowed.is_empty() {
@@ -559,11 +550,13 @@ mod tests {
     }
 }
 
-fn trials_summary(trials: &[TrialView], scorer: ocellus_crds::experiment::Scorer) -> TrialsSummary {
+pub(crate) fn trials_summary(
+    trials: &[TrialView],
+    scorer: ocellus_crds::experiment::Scorer,
+) -> TrialsSummary {
     let mut scored: Vec<&TrialView> = trials.iter().filter(|t| t.state.best_score.is_some()).collect();
     scored.sort_by(|a, b| {
-        let (a, b) = (a.state.best_score.unwrap_or(f64::NAN), b.state.best_score.unwrap_or(f64::NAN));
-        if is_better(scorer, a, b) { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater }
+        compare(scorer, a.state.best_score.unwrap_or(f64::NAN), b.state.best_score.unwrap_or(f64::NAN))
     });
     let (completed, pruned) = search::outcome_counts(trials);
     TrialsSummary {

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use ocellus_crds::experiment::Scorer;
+use ocellus_crds::experiment::{Progress, Scorer};
 use serde::{Deserialize, Serialize};
 
 use super::space::TrialConfig;
-use super::trial::{StopReason, TrialState, is_better, read_state};
+use ocellus_tabular::metrics::{compare, is_better};
+
+use super::trial::{StopReason, TrialState, read_state};
 use crate::run::write_json_atomically;
 use crate::{Error, Result};
 
@@ -70,7 +72,7 @@ pub fn next_job(trials: &[TrialView], max_trials: usize, scorer: Scorer) -> Opti
             .filter(|t| t.state.epochs_done >= at_rung)
             .filter_map(|t| t.state.score_at(at_rung, scorer).map(|s| (t, s)))
             .collect();
-        scored.sort_by(|a, b| order(scorer, a.1, b.1));
+        scored.sort_by(|a, b| compare(scorer, a.1, b.1));
         let top = scored.len() / REDUCTION;
         if let Some((t, _)) =
             scored.iter().take(top).find(|(t, _)| idle(t) && t.state.epochs_done < rung_epochs(k + 1))
@@ -98,16 +100,6 @@ pub fn next_job(trials: &[TrialView], max_trials: usize, scorer: Scorer) -> Opti
     Some(Job::Continue { id: best.config.id, until: next.min(best.config.max_epochs) })
 }
 
-fn order(scorer: Scorer, a: f64, b: f64) -> std::cmp::Ordering {
-    if is_better(scorer, a, b) {
-        std::cmp::Ordering::Less
-    } else if is_better(scorer, b, a) {
-        std::cmp::Ordering::Greater
-    } else {
-        std::cmp::Ordering::Equal
-    }
-}
-
 /// `trials/search.json`: time spent by earlier runs of the same search.
 #[derive(Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -126,6 +118,28 @@ pub struct SearchSettings {
     pub program: PathBuf,
     pub backbones: PathBuf,
     pub cpu: bool,
+    /// The CUDA devices this process may use (`CUDA_VISIBLE_DEVICES` ids); each trial process
+    /// gets one of them, so a pod with N GPUs trains N trials at once.
+    pub gpus: Vec<String>,
+}
+
+/// The CUDA devices visible to this process, as ids a child's `CUDA_VISIBLE_DEVICES` takes.
+pub fn visible_gpus(count: usize) -> Vec<String> {
+    let listed: Vec<String> = std::env::var("CUDA_VISIBLE_DEVICES")
+        .map(|v| v.split(',').map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect())
+        .unwrap_or_default();
+    if listed.len() >= count {
+        listed.into_iter().take(count).collect()
+    } else {
+        (0..count).map(|d| d.to_string()).collect()
+    }
+}
+
+/// The GPU of the lowest slot no running trial holds.
+fn free_gpu<'a>(gpus: &'a [String], running: &[(usize, Child, Option<usize>)]) -> Option<(usize, &'a str)> {
+    (0..gpus.len())
+        .find(|slot| running.iter().all(|(_, _, s)| *s != Some(*slot)))
+        .map(|slot| (slot, gpus[slot].as_str()))
 }
 
 /// Seconds the search in `work` has spent, over all its runs.
@@ -156,14 +170,16 @@ pub fn search(
     let deadline = super::trial::now_seconds() + (settings.budget.as_secs_f64() - ledger.seconds_spent)
         - settings.reserve.as_secs_f64();
     let mut trials = existing_trials(work)?;
-    let mut running: Vec<(usize, Child)> = Vec::new();
-    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) / settings.parallel).max(1);
+    let mut running: Vec<(usize, Child, Option<usize>)> = Vec::new();
+    // With several GPUs, every GPU trains a trial: a pod that asks for N GPUs uses N.
+    let parallel = settings.parallel.max(settings.gpus.len());
+    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) / parallel).max(1);
     loop {
         // Reap finished trial processes.
         let mut index = 0;
         while index < running.len() {
             if let Some(status) = running[index].1.try_wait().map_err(|e| Error::Internal(e.to_string()))? {
-                let (id, _) = running.remove(index);
+                let (id, _, _) = running.remove(index);
                 if !status.success() {
                     return Err(Error::Internal(format!(
                         "trial {id} failed ({status}); its output is above, its files in {}",
@@ -172,6 +188,7 @@ pub fn search(
                 }
                 trials[id].state = read_state(&trial_dir(work, id))?;
                 trials[id].running = false;
+                crate::progress::trials(super::trials_summary(&trials, settings.scorer));
                 write_json_atomically(&ledger_path, &SearchLedger { seconds_spent: spent(&started) })?;
             } else {
                 index += 1;
@@ -181,7 +198,7 @@ pub fn search(
         // A new trial starts only when its first epoch is likely to end before the deadline.
         let may_start = first_epoch_estimate(&trials, &sample(trials.len())).is_none_or(|s| s <= time_left);
         let max_trials = if may_start { settings.max_trials } else { trials.len() };
-        let job = if running.len() < settings.parallel && time_left > 0.0 {
+        let job = if running.len() < parallel && time_left > 0.0 {
             next_job(&trials, max_trials, settings.scorer)
         } else {
             None
@@ -217,9 +234,18 @@ pub fn search(
                     best.map_or("-".to_owned(), |b| format!("{b:.5}")),
                     time_left.max(0.0),
                 );
-                let child = spawn_trial(work, id, until, deadline, threads, settings)?;
+                let budget = settings.budget.as_secs_f64().max(1.0);
+                crate::progress::progress(Progress {
+                    stage: "Trial".into(),
+                    percent: (100.0 * spent(&started) / budget).clamp(1.0, 99.0) as i32,
+                    trial: Some(id as i32),
+                    epoch: Some(trials[id].state.epochs_done as i32 + 1),
+                    eta_seconds: Some(time_left.max(0.0) as i64),
+                });
+                let gpu = free_gpu(&settings.gpus, &running);
+                let child = spawn_trial(work, id, until, deadline, threads, gpu.map(|g| g.1), settings)?;
                 trials[id].running = true;
-                running.push((id, child));
+                running.push((id, child, gpu.map(|g| g.0)));
             }
             None if running.is_empty() => break,
             None => std::thread::sleep(Duration::from_millis(200)),
@@ -245,9 +271,13 @@ fn spawn_trial(
     until: usize,
     deadline: f64,
     threads: usize,
+    gpu: Option<&str>,
     settings: &SearchSettings,
 ) -> Result<Child> {
     let mut command = Command::new(&settings.program);
+    if let Some(gpu) = gpu {
+        command.env("CUDA_VISIBLE_DEVICES", gpu);
+    }
     command
         .arg("--backbones")
         .arg(&settings.backbones)
@@ -332,6 +362,21 @@ mod tests {
             ..TrialState::default()
         };
         TrialView { config, state, running: false }
+    }
+
+    #[test]
+    fn each_running_trial_holds_its_own_gpu() {
+        let gpus = vec!["3".to_owned(), "5".to_owned()];
+        let sleeper = || Command::new("true").spawn().unwrap();
+        let mut running = vec![];
+        assert_eq!(free_gpu(&gpus, &running), Some((0, "3")));
+        running.push((0, sleeper(), Some(0)));
+        assert_eq!(free_gpu(&gpus, &running), Some((1, "5")));
+        running.push((1, sleeper(), Some(1)));
+        assert_eq!(free_gpu(&gpus, &running), None, "both GPUs are busy");
+        running.remove(0);
+        assert_eq!(free_gpu(&gpus, &running), Some((0, "3")));
+        assert!(free_gpu(&[], &running).is_none(), "on the CPU trials get no device");
     }
 
     #[test]

@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use image::RgbImage;
+use ocellus_crds::contract::run_folder::{CHECKPOINT_PREFIX, TRIAL_STATE_FILE};
 use ocellus_crds::experiment::Scorer;
-use ocellus_tabular::metrics::{Predictions, evaluate, greater_is_better, scorer_name};
+use ocellus_tabular::metrics::{Predictions, evaluate, is_better, scorer_name};
 use ocellus_tabular::task::{Target, TaskKind};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -129,20 +130,12 @@ pub fn better_of(scorer: Scorer, a: f64, b: f64) -> f64 {
     if is_better(scorer, b, a) { b } else { a }
 }
 
-/// Whether `a` is a better score than `b` (NaN never is).
-pub fn is_better(scorer: Scorer, a: f64, b: f64) -> bool {
-    if a.is_nan() {
-        return false;
-    }
-    b.is_nan() || if greater_is_better(scorer) { a > b } else { a < b }
-}
-
 pub fn checkpoint_name(epoch: usize) -> String {
-    format!("epoch-{epoch:04}")
+    format!("{CHECKPOINT_PREFIX}{epoch:04}")
 }
 
 pub fn read_state(dir: &Path) -> Result<TrialState> {
-    let path = dir.join("state.json");
+    let path = dir.join(TRIAL_STATE_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {
             Error::Internal(format!(
@@ -254,7 +247,7 @@ pub fn run_trial(run: &TrialRun) -> Result<TrialState> {
         scaler.restore(saved);
     }
     state.until = run.until;
-    write_json_atomically(&run.dir.join("state.json"), &state)?;
+    write_json_atomically(&run.dir.join(TRIAL_STATE_FILE), &state)?;
 
     let train = TrainLoader::new(Arc::new(run.data.clone()), config.clone(), &manifest);
     let eval = eval_preprocess(&manifest, config.crop, config.input_size);
@@ -325,7 +318,7 @@ pub fn run_trial(run: &TrialRun) -> Result<TrialState> {
             state.best_epoch.unwrap_or(0),
         );
     }
-    write_json_atomically(&run.dir.join("state.json"), &state)?;
+    write_json_atomically(&run.dir.join(TRIAL_STATE_FILE), &state)?;
     Ok(state)
 }
 
@@ -499,13 +492,15 @@ fn write_checkpoint(
     let _ = std::fs::remove_dir_all(&folder);
     std::fs::rename(&partial, &folder).map_err(Error::io(&folder))?;
     state.checkpoint = Some(name);
-    write_json_atomically(&dir.join("state.json"), state)?;
+    write_json_atomically(&dir.join(TRIAL_STATE_FILE), state)?;
     // The latest checkpoint stays whole (to resume); the top epochs keep their network (the
     // model, and what averaging needs); the rest goes.
     let top: Vec<String> = top_epochs(state, scorer).into_iter().map(checkpoint_name).collect();
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))?.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if !file_name.starts_with("epoch-") || state.checkpoint.as_deref() == Some(file_name.as_str()) {
+        if !file_name.starts_with(CHECKPOINT_PREFIX)
+            || state.checkpoint.as_deref() == Some(file_name.as_str())
+        {
             continue;
         }
         if top.contains(&file_name) {

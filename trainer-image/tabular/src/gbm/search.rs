@@ -13,7 +13,7 @@ use super::{FittedGbm, GbmConfig, GbmInfo, Params, Trial, raw_to_predictions};
 use crate::error::{Error, Result};
 use crate::learner::TrainingData;
 use crate::matrix::Matrix;
-use crate::metrics::{greater_is_better, resolve_scorer, score};
+use crate::metrics::{is_better, resolve_scorer, score};
 use crate::task::{Target, TaskKind};
 
 /// Below this many training rows, the number of rounds is chosen by k-fold cross-validation on
@@ -143,10 +143,6 @@ impl Search<'_> {
         let parameters = format!("num_threads={}", self.config.num_threads);
         let raw = booster.predict_with_params(&x.data, x.cols as i32, true, &parameters)?;
         score(self.target, self.scorer, y, &raw_to_predictions(self.target, raw))
-    }
-
-    fn better(&self, a: f64, b: f64) -> bool {
-        if greater_is_better(self.scorer) { a > b } else { a < b }
     }
 
     /// Fold of every row: shuffled with the seed, then dealt out class by class (stratified).
@@ -280,7 +276,7 @@ pub fn fit(data: &TrainingData, config: &GbmConfig) -> Result<FittedGbm> {
             seconds: trial_started.elapsed().as_secs_f64(),
             validation_curve,
         });
-        if best.as_ref().is_none_or(|(b, _)| search.better(trial_score, trials[*b].score)) {
+        if best.as_ref().is_none_or(|(b, _)| is_better(search.scorer, trial_score, trials[*b].score)) {
             best = Some((trials.len() - 1, text));
         }
     }
