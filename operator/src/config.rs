@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::store::Location;
 
+/// The chart's Service in front of the operator (metrics and status ports).
+pub const SERVICE: &str = "ocellus-operator";
+
 /// Everything `ocellus-operator run` is configured with (see docs/operator.md).
 #[derive(clap::Args, Clone, Debug)]
 pub struct Config {
@@ -35,9 +38,17 @@ pub struct Config {
     /// Address of the trainer status server.
     #[arg(long, env = "OCELLUS_STATUS_ADDR", default_value = "0.0.0.0:8081")]
     pub status_addr: SocketAddr,
-    /// URL trainer pods reach the status server at [default: http://ocellus-operator.<POD_NAMESPACE>.svc:8081].
+    /// URL trainer pods reach the status server at [default:
+    /// https://ocellus-operator.<POD_NAMESPACE>.svc:8081, http:// without --status-tls-secret].
     #[arg(long, env = "OCELLUS_STATUS_URL")]
     pub status_url: Option<String>,
+    /// Secret (in POD_NAMESPACE) holding the status server's CA and certificate: the operator
+    /// makes it when missing and renews the certificate. Without it the server speaks plain HTTP.
+    #[arg(long, env = "OCELLUS_STATUS_TLS_SECRET")]
+    pub status_tls_secret: Option<String>,
+    /// The status server's CA (PEM), which trainer pods verify it with; set at startup.
+    #[arg(skip)]
+    pub status_ca: Option<String>,
     /// Seconds without a trainer report before an Experiment gets `ProgressStalled`.
     #[arg(long, env = "OCELLUS_PROGRESS_TIMEOUT_SECONDS", default_value_t = 900)]
     pub progress_timeout_seconds: u64,
@@ -51,9 +62,10 @@ pub struct Config {
 
 impl Config {
     pub fn status_url(&self) -> String {
-        self.status_url
-            .clone()
-            .unwrap_or_else(|| format!("http://ocellus-operator.{}.svc:8081", self.pod_namespace))
+        self.status_url.clone().unwrap_or_else(|| {
+            let scheme = if self.status_tls_secret.is_some() { "https" } else { "http" };
+            format!("{scheme}://{SERVICE}.{}.svc:8081", self.pod_namespace)
+        })
     }
 
     pub fn progress_timeout(&self) -> Duration {
@@ -78,6 +90,8 @@ impl Config {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             status_addr: "127.0.0.1:0".parse().unwrap(),
             status_url: None,
+            status_tls_secret: None,
+            status_ca: None,
             progress_timeout_seconds: 900,
             pod_name: Some("ocellus-operator-0".into()),
             pod_namespace: "ocellus-system".into(),

@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use ocellus_crds::TrainerReport;
 use ocellus_crds::dataset::ColumnType;
 use ocellus_crds::experiment::{BestModel, DeletionPolicy, Progress, TrialsSummary};
-use ocellus_crds::{Dataset, Experiment};
+use ocellus_crds::{Dataset, Experiment, ExperimentStatus};
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -50,6 +50,9 @@ struct World {
     pods: Vec<Pod>,
     reports: Arc<Reports>,
     metrics: Arc<Metrics>,
+    /// What the store's result.json holds.
+    stored_result: Option<ExperimentStatus>,
+    config: Config,
 }
 
 impl World {
@@ -60,7 +63,14 @@ impl World {
             pods: vec![],
             reports: Arc::default(),
             metrics: Arc::default(),
+            stored_result: None,
+            config: Config::test(),
         }
+    }
+
+    fn with_config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
     }
 
     fn with_datasets(mut self, datasets: Vec<Dataset>) -> Self {
@@ -85,8 +95,13 @@ impl World {
             pods: store(self.pods.clone()),
         };
         let mut context =
-            Context::new(client, Config::test(), self.metrics.clone(), stores, self.reports.clone());
+            Context::new(client, self.config.clone(), self.metrics.clone(), stores, self.reports.clone());
         context.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+        let result = self.stored_result.clone();
+        context.results = Arc::new(move |_| {
+            let result = result.clone();
+            Box::pin(async move { Ok(result) })
+        });
         Arc::new(context)
     }
 
@@ -229,7 +244,7 @@ async fn an_invalid_spec_fails_before_any_job() {
             );
             assert_eq!(
                 failed["message"],
-                "target column \"price\" is not in Dataset cats; its columns are: image, label"
+                "target column \"price\" is not in Dataset cats; its columns are: image, label; fix spec.target"
             );
         }),
         event("InvalidSpec", "Warning"),
@@ -334,6 +349,47 @@ async fn job_and_pod_state_reach_the_conditions() {
 }
 
 #[tokio::test]
+async fn a_job_whose_pod_is_refused_says_why_from_its_events() {
+    pod_creation_refused_requests().await;
+}
+
+/// Requests of a Job that has had no pod for 100 s: its FailedCreate Events are read.
+pub async fn pod_creation_refused_requests() -> Vec<Seen> {
+    let experiment = Experiment::test();
+    let mut job = trainer_job(&experiment, &[], &Config::test());
+    job.metadata.creation_timestamp = Some(at(NOW - 100));
+    job.metadata.uid = Some("uid-job-1".into());
+    job.status = crate::fixtures::job(&[], 0, 0).status;
+    let refusal = "Error creating: pods \"cats-exp-train-x\" is forbidden: error looking up service account \
+                   ml/ocellus-trainer: serviceaccount \"ocellus-trainer\" not found";
+    let events = json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": [
+        {"metadata": {"name": "e1", "namespace": "ml"}, "involvedObject": {"uid": "uid-job-1"},
+         "reason": "FailedCreate", "message": "an older refusal", "lastTimestamp": "1970-01-01T00:10:00Z"},
+        {"metadata": {"name": "e2", "namespace": "ml"}, "involvedObject": {"uid": "uid-job-1"},
+         "reason": "FailedCreate", "message": refusal, "lastTimestamp": "1970-01-01T00:15:00Z"},
+    ]});
+    let world = World::new().with_datasets(vec![ready_cats()]).with_job(job);
+    let script = vec![
+        Expect::new(
+            Method::GET,
+            "/api/v1/namespaces/ml/events?&fieldSelector=involvedObject.uid%3Duid-job-1%2Creason%3DFailedCreate",
+            200,
+            events,
+        ),
+        status_patch(EXPERIMENTS, "cats-exp", json!({})).body(move |body| {
+            let running = condition(&body["status"], "Running");
+            assert_eq!(running["reason"], "PodCreationRefused");
+            let message = running["message"].as_str().unwrap();
+            assert!(message.contains(refusal) && message.contains("trainer.namespaces"), "{message}");
+        }),
+        event("PodCreationRefused", "Warning"),
+    ];
+    let (action, seen) = world.reconcile_experiment(&experiment, script).await;
+    assert_eq!(action, Action::requeue(experiment_controller::POLL), "a refused pod is polled");
+    seen
+}
+
+#[tokio::test]
 async fn suspend_and_resume_patch_the_job() {
     suspend_and_resume().await;
 }
@@ -409,6 +465,54 @@ async fn a_queued_job_is_left_to_kueue() {
 }
 
 #[tokio::test]
+async fn a_queued_job_is_stopped_and_resumed_through_its_kueue_workload() {
+    queued_suspend_and_resume().await;
+}
+
+/// Under Kueue, `spec.suspend` sets the Workload's `spec.active`; the Job's own `suspend` is
+/// Kueue's and is never patched.
+async fn queued_suspend_and_resume() -> Vec<Seen> {
+    const WORKLOADS: &str = "/apis/kueue.x-k8s.io/v1beta1/namespaces/ml/workloads";
+    let workloads = |active: bool| {
+        json!({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "WorkloadList", "metadata": {}, "items": [
+            {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "Workload",
+             "metadata": {"name": "job-cats-exp-train-3f2a1", "namespace": "ml"}, "spec": {"active": active}}]})
+    };
+    let mut queued = Experiment::test();
+    queued.metadata.labels = Some([(KUEUE_QUEUE_LABEL.to_owned(), "gpu".to_owned())].into());
+    let mut admitted = running_job(&queued);
+    admitted.metadata.uid = Some("uid-job-cats".into());
+    admitted.spec.as_mut().unwrap().suspend = Some(false); // Kueue admitted it.
+    let mut stopped = queued.clone();
+    stopped.spec.suspend = true;
+    let list = format!("{WORKLOADS}?&labelSelector=kueue.x-k8s.io%2Fjob-uid%3Duid-job-cats");
+    let script = vec![
+        Expect::new(Method::GET, &list, 200, workloads(true)),
+        Expect::new(Method::PATCH, &format!("{WORKLOADS}/job-cats-exp-train-3f2a1?"), 200, Value::Null)
+            .body(|body| assert_eq!(body, &json!({"spec": {"active": false}}))),
+        status_patch(EXPERIMENTS, "cats-exp", json!({})),
+        event("Training", "Normal"),
+    ];
+    let world = World::new().with_job(admitted.clone()).with_pod(running_pod());
+    let (_, mut seen) = world.reconcile_experiment(&stopped, script).await;
+    assert!(!seen.iter().any(|s| s.path.starts_with(JOBS)), "the Job's suspend is Kueue's: {seen:?}");
+    // Kueue suspended the Job; `suspend: false` activates the Workload again.
+    let mut evicted = admitted;
+    evicted.spec.as_mut().unwrap().suspend = Some(true);
+    let script = vec![
+        Expect::new(Method::GET, &list, 200, workloads(false)),
+        Expect::new(Method::PATCH, &format!("{WORKLOADS}/job-cats-exp-train-3f2a1?"), 200, Value::Null)
+            .body(|body| assert_eq!(body, &json!({"spec": {"active": true}}))),
+        status_patch(EXPERIMENTS, "cats-exp", json!({})),
+        event("Queued", "Normal"),
+    ];
+    let (_, resumed) = World::new().with_job(evicted).reconcile_experiment(&queued, script).await;
+    assert!(!resumed.iter().any(|s| s.path.starts_with(JOBS)), "{resumed:?}");
+    seen.extend(resumed);
+    seen
+}
+
+#[tokio::test]
 async fn deleting_with_retain_touches_nothing() {
     let mut experiment = Experiment::test();
     experiment.metadata.deletion_timestamp = Some(at(500));
@@ -441,21 +545,123 @@ async fn deleting_with_delete_policy_runs_the_cleanup_job_then_lets_go() {
 
 async fn delete_with_cleanup() -> Vec<Seen> {
     let experiment = Experiment::test().deleting(DeletionPolicy::Delete);
-    let expected = serde_json::to_value(cleanup_job(&experiment, &Config::test())).unwrap();
+    let job = cleanup_job(&experiment, &Config::test());
+    let expected = serde_json::to_value(&job).unwrap();
+    assert_eq!(job.metadata.annotations.as_ref().unwrap()["ocellus.dev/owner-uid"], "uid-experiment-cats");
+    // The Job is created; the finalizer stays while it runs.
+    let script =
+        vec![Expect::new(Method::POST, JOBS, 201, Value::Null).body(move |body| assert_eq!(body, &expected))];
+    let (action, mut seen) = World::new().reconcile_experiment(&experiment, script).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    let (action, running) =
+        World::new().with_job(job.clone()).reconcile_experiment(&experiment, vec![]).await;
+    assert!(running.is_empty());
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    // It succeeded: an Event, then the finalizer goes.
+    let mut done = job;
+    done.status = crate::fixtures::job(&[("Complete", "CompletionsReached", "")], 0, 0).status;
     let script = vec![
-        Expect::new(Method::POST, JOBS, 201, Value::Null).body(move |body| assert_eq!(body, &expected)),
+        event("ArtifactsDeleted", "Normal"),
         Expect::new(Method::PATCH, &format!("{EXPERIMENTS}/cats-exp?"), 200, json(Experiment::test())).body(
             |body| {
                 assert_eq!(body[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));
             },
         ),
     ];
-    World::new().reconcile_experiment(&experiment, script).await.1
+    let (action, finished) = World::new().with_job(done).reconcile_experiment(&experiment, script).await;
+    assert_eq!(action, Action::await_change());
+    seen.extend(finished);
+    seen
+}
+
+#[tokio::test]
+async fn deleting_with_delete_policy_stops_a_running_trainer_before_the_cleanup() {
+    stop_the_trainer_first().await;
+}
+
+/// The finalizer keeps the Experiment, so garbage collection would leave its trainer writing into
+/// the folder being deleted: the operator suspends the Job and waits for the pod to stop.
+async fn stop_the_trainer_first() -> Vec<Seen> {
+    let experiment = Experiment::test().deleting(DeletionPolicy::Delete);
+    let train = started_job(&experiment, 0);
+    let script = vec![
+        Expect::new(Method::PATCH, &format!("{JOBS}/cats-exp-train?"), 200, json(train.clone()))
+            .body(|body| assert_eq!(body, &json!({"spec": {"suspend": true}}))),
+    ];
+    let world = World::new().with_job(train.clone()).with_pod(running_pod());
+    let (action, mut seen) = world.reconcile_experiment(&experiment, script).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)), "no cleanup Job while the trainer runs");
+    // Suspended and its pod still stopping: wait, without patching again.
+    let mut suspended = train;
+    suspended.spec.as_mut().unwrap().suspend = Some(true);
+    let world = World::new().with_job(suspended).with_pod(running_pod());
+    let (action, waiting) = world.reconcile_experiment(&experiment, vec![]).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    seen.extend(waiting);
+    seen
+}
+
+#[tokio::test]
+async fn a_failed_cleanup_keeps_the_finalizer_and_says_how_to_let_go() {
+    let experiment = Experiment::test().deleting(DeletionPolicy::Delete);
+    let mut job = cleanup_job(&experiment, &Config::test());
+    job.status = crate::fixtures::job(&[("Failed", "BackoffLimitExceeded", "")], 0, 4).status;
+    let script = vec![event("CleanupFailed", "Warning").body(|body| {
+        assert_eq!(
+            (body["reason"].as_str(), body["type"].as_str()),
+            (Some("CleanupFailed"), Some("Warning"))
+        );
+        assert!(body["note"].as_str().unwrap().contains("deletionPolicy: Retain"), "{body}");
+    })];
+    let (action, _) = World::new().with_job(job).reconcile_experiment(&experiment, script).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+}
+
+#[tokio::test]
+async fn an_earlier_experiments_cleanup_job_is_waited_for_not_taken_as_ours() {
+    let experiment = Experiment::test().deleting(DeletionPolicy::Delete);
+    let mut earlier = cleanup_job(&experiment, &Config::test());
+    earlier.metadata.annotations =
+        Some([("ocellus.dev/owner-uid".to_owned(), "uid-of-an-old-one".to_owned())].into());
+    earlier.status = crate::fixtures::job(&[("Complete", "CompletionsReached", "")], 0, 0).status;
+    let (action, seen) = World::new().with_job(earlier).reconcile_experiment(&experiment, vec![]).await;
+    assert!(seen.is_empty(), "the finalizer stays: {seen:?}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn in_a_terminating_namespace_a_volume_store_is_retained_and_the_finalizer_goes() {
+    let experiment = Experiment::test().deleting(DeletionPolicy::Delete);
+    let mut config = Config::test();
+    config.artifacts = "pvc://ocellus-artifacts/runs".parse().unwrap();
+    let terminating = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+        "message": "jobs \"cats-exp-cleanup\" is forbidden: unable to create new content in namespace ml because it is being terminated"});
+    let script = vec![
+        Expect::new(Method::POST, JOBS, 403, terminating),
+        event("ArtifactsRetained", "Warning").body(|body| {
+            assert_eq!(
+                (body["reason"].as_str(), body["type"].as_str()),
+                (Some("ArtifactsRetained"), Some("Warning"))
+            );
+            assert!(body["note"].as_str().unwrap().contains("pvc://ocellus-artifacts/runs"), "{body}");
+        }),
+        Expect::new(Method::PATCH, &format!("{EXPERIMENTS}/cats-exp?"), 200, json(Experiment::test())),
+    ];
+    let (action, _) = World::new().with_config(config).reconcile_experiment(&experiment, script).await;
+    assert_eq!(action, Action::await_change(), "nothing hangs");
 }
 
 /// Requests of suspending, resuming and deleting with `deletionPolicy: Delete`.
 pub async fn job_suspend_and_cleanup_requests() -> Vec<Seen> {
-    [suspend_and_resume().await, delete_with_cleanup().await].into_iter().flatten().collect()
+    [
+        suspend_and_resume().await,
+        queued_suspend_and_resume().await,
+        stop_the_trainer_first().await,
+        delete_with_cleanup().await,
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[tokio::test]
@@ -483,10 +689,19 @@ async fn silence_past_the_timeout_is_progress_stalled() {
     // A report at t=500 clears it and the next check is due at t=1400.
     let stalled_experiment = with_status(experiment, &seen[0]);
     let report = TrainerReport {
-        progress: Some(Progress { stage: "Trial".into(), percent: 40, ..Default::default() }),
+        status: ExperimentStatus {
+            progress: Some(Progress { stage: "Trial".into(), percent: 40, ..Default::default() }),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    world.reports.experiment_report("ml", "cats-exp", report, Timestamp::from_second(500).unwrap());
+    world.reports.experiment_report(
+        "ml",
+        "cats-exp",
+        "uid-experiment-cats",
+        report,
+        Timestamp::from_second(500).unwrap(),
+    );
     let script = vec![status_patch(EXPERIMENTS, "cats-exp", json!({})), event("Training", "Normal")];
     let (action, seen) = world.reconcile_experiment(&stalled_experiment, script).await;
     let status = patched_status(&seen);
@@ -500,15 +715,24 @@ async fn reports_reach_status_and_metrics() {
     let experiment = Experiment::test();
     let world = World::new().with_job(running_job(&experiment)).with_pod(running_pod());
     let report = TrainerReport {
-        best_model: Some(BestModel {
-            architecture: Some("efficientnet_lite0".into()),
-            score: Some(0.91),
+        status: ExperimentStatus {
+            best_model: Some(BestModel {
+                architecture: Some("efficientnet_lite0".into()),
+                score: Some(0.91),
+                ..Default::default()
+            }),
+            trials: Some(TrialsSummary { total: 4, completed: 3, pruned: 1, failed: 0, top: vec![] }),
             ..Default::default()
-        }),
-        trials: Some(TrialsSummary { total: 4, completed: 3, pruned: 1, failed: 0, top: vec![] }),
+        },
         ..Default::default()
     };
-    world.reports.experiment_report("ml", "cats-exp", report, Timestamp::from_second(990).unwrap());
+    world.reports.experiment_report(
+        "ml",
+        "cats-exp",
+        "uid-experiment-cats",
+        report,
+        Timestamp::from_second(990).unwrap(),
+    );
     let script = vec![status_patch(EXPERIMENTS, "cats-exp", json!({})), event("Training", "Normal")];
     let (_, seen) = world.reconcile_experiment(&experiment, script).await;
     let status = patched_status(&seen);
@@ -521,6 +745,21 @@ async fn reports_reach_status_and_metrics() {
     );
     assert!(text.contains("ocellus_trials_total{outcome=\"completed\"} 3"), "{text}");
     assert!(text.contains("ocellus_objects{kind=\"Experiment\",condition=\"Running\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_lost_final_report_is_made_good_from_result_json() {
+    let experiment = Experiment::test();
+    let mut done = running_job(&experiment);
+    done.status = crate::fixtures::job(&[("Complete", "CompletionsReached", "")], 0, 0).status;
+    let mut world = World::new().with_job(done);
+    world.stored_result = Some(ExperimentStatus {
+        best_model: Some(BestModel { score: Some(0.75), ..Default::default() }),
+        ..Default::default()
+    });
+    let script = vec![status_patch(EXPERIMENTS, "cats-exp", json!({})), event("Succeeded", "Normal")];
+    let (_, seen) = world.reconcile_experiment(&experiment, script).await;
+    assert_eq!(patched_status(&seen)["bestModel"], json!({"score": 0.75}));
 }
 
 #[tokio::test]
@@ -574,6 +813,7 @@ pub async fn experiment_lifecycle() -> Vec<Seen> {
     world.reports.experiment_report(
         "ml",
         "cats-exp",
+        "uid-experiment-cats",
         TrainerReport::default(),
         Timestamp::from_second(NOW).unwrap(),
     );
@@ -588,8 +828,15 @@ pub async fn experiment_lifecycle() -> Vec<Seen> {
     // 4. Ten progress reports, each one status write.
     for percent in (10..=100).step_by(10) {
         let progress = Progress { stage: "Trial".into(), percent, ..Default::default() };
-        let report = TrainerReport { progress: Some(progress), ..Default::default() };
-        world.reports.experiment_report("ml", "cats-exp", report, Timestamp::from_second(NOW).unwrap());
+        let status = ExperimentStatus { progress: Some(progress), ..Default::default() };
+        let report = TrainerReport { status, ..Default::default() };
+        world.reports.experiment_report(
+            "ml",
+            "cats-exp",
+            "uid-experiment-cats",
+            report,
+            Timestamp::from_second(NOW).unwrap(),
+        );
         let (_, seen) = world.reconcile_experiment(&experiment, write()).await;
         experiment = with_status(experiment, &seen[0]);
         all.extend(seen);
@@ -609,11 +856,11 @@ pub async fn experiment_lifecycle() -> Vec<Seen> {
     let artifacts = experiment.status.as_ref().and_then(|s| s.artifacts.clone()).unwrap_or_default();
     assert_eq!(
         artifacts.report.as_deref(),
-        Some("s3://ocellus-artifacts/runs/experiments/ml/cats-exp/report.html")
+        Some("s3://ocellus-artifacts/runs/experiments/ml/cats-exp-uidexper/report.html")
     );
     assert_eq!(
         artifacts.scoring_bundle.as_deref(),
-        Some("s3://ocellus-artifacts/runs/experiments/ml/cats-exp/scoring")
+        Some("s3://ocellus-artifacts/runs/experiments/ml/cats-exp-uidexper/scoring")
     );
     all.extend(seen);
     // 6. Steady state: nothing.
@@ -687,7 +934,7 @@ async fn a_finished_import_writes_the_reported_profile() {
         location: Some("s3://ocellus-artifacts/runs/datasets/ml/cats".into()),
         ..Default::default()
     };
-    world.reports.dataset_report("ml", "cats", report);
+    world.reports.dataset_report("ml", "cats", "uid-dataset-cats", report);
     let script = vec![
         status_patch(DATASETS, "cats", json!({})).body(|body| {
             let ready = condition(&body["status"], "Ready");

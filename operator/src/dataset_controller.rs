@@ -4,18 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
 use ocellus_crds::condition::{reasons, types};
-use ocellus_crds::dataset::DatasetStatus;
+use ocellus_crds::dataset::CREDENTIALS_LABEL;
+use ocellus_crds::report::merge_dataset_report;
 use ocellus_crds::{Dataset, find_condition, is_true};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::experiment_controller::{POLL, create_job};
-use crate::job_state::{Assessment, Phase, assess};
-use crate::jobs::import_job;
+use crate::experiment_controller::{POLL, create_job, owned_by};
+use crate::job_state::{Assessment, Phase, assess, creation_refused, lacks_pods};
+use crate::jobs::{dataset_location, import_job};
 use crate::metrics::ObjectState;
 use crate::names::job_name;
 use crate::status::{apply_status, publish_change, set};
@@ -50,6 +52,7 @@ pub fn error_policy(dataset: Arc<Dataset>, error: &Error, context: Arc<Context>)
 trait DatasetReconciler {
     async fn apply(&self, context: &Context) -> Result<Action>;
     fn parent(&self, context: &Context) -> Result<Option<Arc<Dataset>>, String>;
+    async fn credentials_refusal(&self, context: &Context, namespace: &str) -> Result<Option<String>>;
 }
 
 impl DatasetReconciler for Dataset {
@@ -64,7 +67,12 @@ impl DatasetReconciler for Dataset {
             .is_some_and(|c| c.status == "True" || FINAL_REASONS.contains(&c.reason.as_str()));
         let job_name = job_name(&name, "import");
         let mut requeue = None;
-        match context.job(&namespace, &job_name) {
+        let job = context.job(&namespace, &job_name);
+        let credentials_refusal = match (&job, finished) {
+            (None, false) => self.credentials_refusal(context, &namespace).await?,
+            _ => None,
+        };
+        match job {
             None if finished => {}
             None => match self.parent(context) {
                 Err(message) => {
@@ -74,6 +82,19 @@ impl DatasetReconciler for Dataset {
                         false,
                         reasons::WAITING_FOR_DATASET,
                         &message,
+                        generation,
+                        &now,
+                    );
+                    requeue = Some(POLL);
+                }
+                Ok(_) if credentials_refusal.is_some() => {
+                    let refusal = credentials_refusal.as_deref().unwrap_or_default();
+                    set(
+                        &mut status.conditions,
+                        types::READY,
+                        false,
+                        reasons::CREDENTIALS_NOT_ALLOWED,
+                        refusal,
                         generation,
                         &now,
                     );
@@ -95,13 +116,32 @@ impl DatasetReconciler for Dataset {
                     requeue = Some(POLL);
                 }
             },
+            Some(job) if !owned_by(&job, self) => {
+                let message =
+                    format!("waiting for Job {job_name} of an earlier Dataset named {name} to be deleted");
+                set(
+                    &mut status.conditions,
+                    types::READY,
+                    false,
+                    reasons::IMPORTING,
+                    &message,
+                    generation,
+                    &now,
+                );
+                requeue = Some(POLL);
+            }
             Some(job) => {
                 let pods = if Assessment::needs_pods(&job) {
                     context.pods_of(&namespace, &job_name)
                 } else {
                     vec![]
                 };
-                let assessment = assess(&job, &pods);
+                let mut assessment = assess(&job, &pods);
+                if lacks_pods(&assessment, &pods)
+                    && let Some(refusal) = context.pod_creation_refusal(&job).await
+                {
+                    assessment = creation_refused(&refusal);
+                }
                 let (ready, reason) = match assessment.phase {
                     Phase::Succeeded => (true, reasons::IMPORTED),
                     Phase::Running if assessment.reason == reasons::TRAINING => (false, reasons::IMPORTING),
@@ -121,8 +161,14 @@ impl DatasetReconciler for Dataset {
                 set(&mut status.conditions, types::READY, ready, reason, message, generation, &now);
             }
         }
-        if let Some(report) = context.reports.dataset(&namespace, &name) {
-            apply_report(&mut status, report);
+        let uid = self.metadata.uid.clone().unwrap_or_default();
+        if let Some(report) = context.reports.dataset(&namespace, &name, &uid) {
+            merge_dataset_report(&mut status, &report);
+        }
+        if is_true(&status.conditions, types::READY) {
+            // The store's address, not the import pod's view of it (a PVC's mount path): the
+            // trainer Job maps it back to its own mount.
+            status.location = Some(dataset_location(self, &context.config));
         }
         status.observed_generation = generation;
         apply_status(self, &old, &status, context).await?;
@@ -131,6 +177,32 @@ impl DatasetReconciler for Dataset {
         let state = ObjectState { condition: condition.into(), ..Default::default() };
         context.metrics.observe("Dataset", &namespace, &name, Some(state));
         Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    /// Why the Secret of `spec.source.s3.credentialsSecretRef` may not be used, if it may not: it
+    /// must exist and carry [`CREDENTIALS_LABEL`]` = "true"`. Only its metadata is read.
+    async fn credentials_refusal(&self, context: &Context, namespace: &str) -> Result<Option<String>> {
+        let Some(secret) = self.spec.source.s3.as_ref().and_then(|s| s.credentials_secret_ref.as_ref())
+        else {
+            return Ok(None);
+        };
+        let api: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+        let refusal = match api.get_metadata_opt(&secret.name).await? {
+            None => format!(
+                "Secret {} named in spec.source.s3.credentialsSecretRef does not exist in namespace {namespace}; \
+                 create it, labelled {CREDENTIALS_LABEL}=true",
+                secret.name
+            ),
+            Some(found) if found.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") => {
+                format!(
+                    "Secret {} is not labelled {CREDENTIALS_LABEL}=true, so Ocellus may not send its keys anywhere; \
+                 whoever manages the Secret can allow it with `kubectl label secret {} {CREDENTIALS_LABEL}=true`",
+                    secret.name, secret.name
+                )
+            }
+            Some(_) => return Ok(None),
+        };
+        Ok(Some(refusal))
     }
 
     /// The parent of a split, once it is Ready; `Ok(None)` for a Dataset that is no split.
@@ -147,20 +219,4 @@ impl DatasetReconciler for Dataset {
         }
         Ok(Some(parent))
     }
-}
-
-fn apply_report(status: &mut DatasetStatus, report: ocellus_crds::DatasetReport) {
-    status.rows = report.rows.or(status.rows);
-    if !report.columns.is_empty() {
-        status.columns = report.columns;
-    }
-    if !report.image_columns.is_empty() {
-        status.image_columns = report.image_columns;
-    }
-    status.bad_images = report.bad_images.or(status.bad_images);
-    if !report.classes.is_empty() {
-        status.classes = report.classes;
-    }
-    status.location = report.location.or(status.location.take());
-    status.digest = report.digest.or(status.digest.take());
 }

@@ -12,19 +12,21 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
 use ocellus_crds::condition::{reasons, types};
 use ocellus_crds::experiment::{DeletionPolicy, ExperimentStatus};
+use ocellus_crds::report::merge_experiment_report;
 use ocellus_crds::{Dataset, Experiment, is_true};
 
+use crate::artifacts_cleanup::{self, Cleanup};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result, is_already_exists};
-use crate::job_state::{Assessment, Phase, assess};
-use crate::jobs::{cleanup_job, experiment_artifacts, queue_name, trainer_job};
+use crate::job_state::{Assessment, Phase, assess, creation_refused, lacks_pods};
+use crate::jobs::{experiment_artifacts, queue_name, trainer_job};
+use crate::kueue;
 use crate::metrics::ObjectState;
 use crate::names::job_name;
 use crate::status::{apply_status, clear, publish_change, set, summary};
 use crate::validate::validate;
 
-/// Finalizer that removes an Experiment's artifacts (`deletionPolicy: Delete` only).
-pub const FINALIZER: &str = "ocellus.dev/artifacts";
+pub use crate::artifacts_cleanup::FINALIZER;
 pub const CONTROLLER: &str = "experiment";
 /// How often a waiting or pending Experiment is looked at again (what it waits for does
 /// not trigger a reconcile by itself: Dataset status, pod scheduling).
@@ -34,17 +36,28 @@ pub async fn reconcile(experiment: Arc<Experiment>, context: Arc<Context>) -> Re
     let _timer = context.metrics.reconcile(CONTROLLER);
     let namespace = experiment.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let has_finalizer = experiment.finalizers().iter().any(|f| f == FINALIZER);
-    if experiment.spec.artifacts.deletion_policy == DeletionPolicy::Retain && !has_finalizer {
-        if experiment.metadata.deletion_timestamp.is_some() {
+    if experiment.metadata.deletion_timestamp.is_some() {
+        if !has_finalizer {
             return Ok(Action::await_change());
         }
+        return match artifacts_cleanup::step(&experiment, &context).await? {
+            Cleanup::Done => {
+                artifacts_cleanup::remove_finalizer(&experiment, &context).await?;
+                Ok(Action::await_change())
+            }
+            Cleanup::Waiting(after) => Ok(Action::requeue(after)),
+        };
+    }
+    if experiment.spec.artifacts.deletion_policy == DeletionPolicy::Retain && !has_finalizer {
         return experiment.apply(&context).await;
     }
+    // The helper adds the finalizer; its removal is the cleanup's own (above).
     let api: Api<Experiment> = Api::namespaced(context.client.clone(), &namespace);
     finalizer(&api, FINALIZER, experiment, |event| async {
         match event {
             Event::Apply(experiment) => experiment.apply(&context).await,
-            Event::Cleanup(experiment) => experiment.cleanup(&context).await,
+            // A deleted Experiment with the finalizer returned above: the helper never sees one.
+            Event::Cleanup(_) => unreachable!("deletion is handled before the finalizer helper"),
         }
     })
     .await
@@ -67,7 +80,6 @@ enum Readiness {
 /// The work of the controller, as methods on the resource.
 trait ExperimentReconciler {
     async fn apply(&self, context: &Context) -> Result<Action>;
-    async fn cleanup(&self, context: &Context) -> Result<Action>;
     fn readiness(&self, context: &Context) -> Readiness;
     async fn sync_suspend(&self, context: &Context, namespace: &str, job: Arc<Job>) -> Result<Arc<Job>>;
     fn set_conditions(&self, status: &mut ExperimentStatus, assessment: &Assessment, now: &Time);
@@ -125,6 +137,21 @@ impl ExperimentReconciler for Experiment {
                     self.set_conditions(&mut status, &created, &now);
                 }
             },
+            Some(job) if !owned_by(&job, self) => {
+                // The Job of a deleted Experiment of the same name, not yet collected: never adopt it.
+                let message =
+                    format!("waiting for Job {job_name} of an earlier Experiment named {name} to be deleted");
+                set(
+                    conditions,
+                    types::RUNNING,
+                    false,
+                    reasons::WAITING_FOR_DATASET,
+                    &message,
+                    generation,
+                    &now,
+                );
+                phase = Some(Phase::Pending);
+            }
             Some(job) => {
                 let job = self.sync_suspend(context, &namespace, job).await?;
                 let pods = if Assessment::needs_pods(&job) {
@@ -132,7 +159,12 @@ impl ExperimentReconciler for Experiment {
                 } else {
                     vec![]
                 };
-                let assessment = assess(&job, &pods);
+                let mut assessment = assess(&job, &pods);
+                if lacks_pods(&assessment, &pods)
+                    && let Some(refusal) = context.pod_creation_refusal(&job).await
+                {
+                    assessment = creation_refused(&refusal);
+                }
                 phase = Some(assessment.phase);
                 self.set_conditions(&mut status, &assessment, &now);
                 let job_status = job.status.as_ref();
@@ -141,14 +173,24 @@ impl ExperimentReconciler for Experiment {
                     job_status.and_then(|s| s.completion_time.clone()).or(status.completion_time);
             }
         }
-        let report = context.reports.experiment(&namespace, &name);
-        if let Some((report, _)) = &report {
-            let report = report.clone();
-            status.progress = report.progress.or(status.progress);
-            status.metrics = report.metrics.or(status.metrics);
-            status.best_model = report.best_model.or(status.best_model);
-            status.trials = report.trials.or(status.trials);
-            status.artifacts = report.artifacts.or(status.artifacts);
+        let uid = self.metadata.uid.clone().unwrap_or_default();
+        let report = context.reports.experiment(&namespace, &name, &uid);
+        if let Some(report) = &report {
+            merge_experiment_report(&mut status, &report.status);
+        }
+        let final_reported = report.as_ref().is_some_and(|r| r.final_);
+        if phase == Some(Phase::Succeeded) && !final_reported && status.best_model.is_none() {
+            // The final report was lost: result.json in the store says the same.
+            let location = experiment_artifacts(self, &context.config).location.unwrap_or_default();
+            match (context.results)(location.clone()).await {
+                Ok(Some(result)) => merge_experiment_report(&mut status, &result),
+                Ok(None) => {
+                    tracing::info!(experiment = %name, %location, "no final report and no result.json to read")
+                }
+                Err(error) => {
+                    tracing::warn!(experiment = %name, %error, "no final report, and result.json could not be read")
+                }
+            }
         }
         if phase == Some(Phase::Succeeded) && status.artifacts.is_none() {
             status.artifacts = Some(experiment_artifacts(self, &context.config));
@@ -160,7 +202,7 @@ impl ExperimentReconciler for Experiment {
         if phase == Some(Phase::Running) {
             // Silence is measured from the last report, or from the start of the trainer.
             let last_sign =
-                report.map(|(_, at)| at).into_iter().chain(status.start_time.as_ref().map(|t| t.0)).max();
+                report.map(|r| r.received).into_iter().chain(status.start_time.as_ref().map(|t| t.0)).max();
             let timeout = context.config.progress_timeout();
             let since =
                 last_sign.map(|at| context.now().duration_since(at).unsigned_abs()).unwrap_or_default();
@@ -240,14 +282,21 @@ impl ExperimentReconciler for Experiment {
         }
     }
 
-    /// Makes the Job's `suspend` follow `spec.suspend`. A queued Job is left for Kueue to
-    /// admit: the operator only ever suspends it.
+    /// Makes the Job's `suspend` follow `spec.suspend`. A queued Job's `suspend` is Kueue's:
+    /// its Workload's `spec.active` follows `spec.suspend` instead.
     /// Returns the Job as it is after the patch.
     async fn sync_suspend(&self, context: &Context, namespace: &str, job: Arc<Job>) -> Result<Arc<Job>> {
         let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
         let finished = !Assessment::needs_pods(&job) && !suspended;
         let wanted = self.spec.suspend;
-        if finished || wanted == suspended || (!wanted && queue_name(self).is_some()) {
+        if queue_name(self).is_some() {
+            // A running Job with `suspend: false` asked has an active Workload: nothing to ask.
+            if !finished && (wanted || suspended) {
+                kueue::set_active(context, namespace, &job, !wanted).await?;
+            }
+            return Ok(job);
+        }
+        if finished || wanted == suspended {
             return Ok(job);
         }
         let api: Api<Job> = Api::namespaced(context.client.clone(), namespace);
@@ -302,15 +351,16 @@ impl ExperimentReconciler for Experiment {
             }
         }
     }
+}
 
-    async fn cleanup(&self, context: &Context) -> Result<Action> {
-        let namespace = self.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-        if self.spec.artifacts.deletion_policy == DeletionPolicy::Delete {
-            create_job(context, &namespace, &cleanup_job(self, &context.config)).await?;
-            tracing::info!(experiment = %self.name_any(), "artifacts cleanup Job created");
-        }
-        Ok(Action::await_change())
-    }
+/// Whether `job`'s controller is `owner` (the same object, by UID, not only by name).
+pub fn owned_by<K: kube::Resource>(job: &Job, owner: &K) -> bool {
+    let uid = owner.meta().uid.as_deref();
+    job.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
 }
 
 /// Creates a Job; one that exists already (made by an earlier operator) is adopted as is.

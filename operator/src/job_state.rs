@@ -4,6 +4,7 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use ocellus_crds::condition::reasons;
+use ocellus_crds::contract::scrub::scrub_credentials;
 
 use crate::jobs::{CONTAINER, EXIT_BAD_INPUT, EXIT_SOURCE_UNREACHABLE};
 
@@ -29,8 +30,9 @@ pub struct Assessment {
 }
 
 impl Assessment {
+    /// The message is scrubbed of credentials: it goes to status and Events, which many can read.
     fn new(phase: Phase, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { phase, reason, message: message.into() }
+        Self { phase, reason, message: scrub_credentials(&message.into()) }
     }
 
     /// Whether pod details can change this assessment, so pods are worth reading.
@@ -39,7 +41,8 @@ impl Assessment {
     }
 }
 
-fn job_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+/// The Job's condition of this type when it is True.
+pub fn job_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
     job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
 }
 
@@ -123,7 +126,45 @@ fn pending_problem(pod: &Pod) -> Option<Assessment> {
             ),
         ));
     }
+    if matches!(reason, "CreateContainerConfigError" | "CreateContainerError") {
+        let detail = waiting.message.as_deref().unwrap_or(reason);
+        return Some(Assessment::new(
+            Phase::Pending,
+            reasons::POD_CONFIG_ERROR,
+            format!(
+                "the trainer container cannot start: {detail}. Create what it names in the pod's namespace \
+                 (for the artifact store's keys: the Secret of the chart's artifacts.credentialsSecret)"
+            ),
+        ));
+    }
     None
+}
+
+/// A Job whose pod the API server refuses to create, from the Job controller's newest
+/// `FailedCreate` Event message: the hint depends on which admission said no.
+pub fn creation_refused(message: &str) -> Assessment {
+    let hint = if message.contains("serviceaccount") {
+        "the namespace has no ocellus-trainer ServiceAccount: add it to the chart's trainer.namespaces \
+         (helm upgrade --reuse-values --set trainer.namespaces=...)"
+    } else if message.contains("exceeded quota") || message.contains("must specify") {
+        "the namespace's ResourceQuota does not leave room for the trainer: raise the quota, or lower \
+         spec.resources; the Job retries on its own"
+    } else if message.contains("PodSecurity") {
+        "the namespace's Pod Security admission refuses the pod: check the namespace's \
+         pod-security.kubernetes.io labels (Ocellus pods meet `restricted`) and any policy webhook"
+    } else {
+        "fix what the API server names; the Job retries on its own"
+    };
+    Assessment::new(
+        Phase::Pending,
+        reasons::POD_CREATION_REFUSED,
+        format!("Kubernetes refuses to create the trainer pod: {message}. {hint}"),
+    )
+}
+
+/// Whether the Job should have a pod by now and has none (then its Events say why).
+pub fn lacks_pods(assessment: &Assessment, pods: &[Pod]) -> bool {
+    assessment.phase == Phase::Pending && assessment.reason == reasons::TRAINING && pods.is_empty()
 }
 
 fn trainer_termination(pod: &Pod) -> Option<&ContainerStateTerminated> {
@@ -242,6 +283,41 @@ mod tests {
             assert_eq!((got.phase, got.reason), (Phase::Pending, reasons::IMAGE_PULL_BACK_OFF));
             assert!(got.message.contains("pull access denied"));
         }
+    }
+
+    #[test]
+    fn a_missing_secret_says_which_and_what_to_create() {
+        let pod = waiting_pod("CreateContainerConfigError", "secret \"ocellus-store\" not found");
+        let got = assess(&job(&[], 1, 0), &[pod]);
+        assert_eq!((got.phase, got.reason), (Phase::Pending, reasons::POD_CONFIG_ERROR));
+        assert!(got.message.contains("secret \"ocellus-store\" not found"), "{}", got.message);
+        assert!(got.message.contains("artifacts.credentialsSecret"), "{}", got.message);
+    }
+
+    #[test]
+    fn a_refused_pod_creation_names_the_admission_and_the_fix() {
+        for (message, hint) in [
+            (
+                "Error creating: pods \"x-train-\" is forbidden: error looking up service account ml/ocellus-trainer: serviceaccount \"ocellus-trainer\" not found",
+                "trainer.namespaces",
+            ),
+            (
+                "Error creating: pods \"x-train-\" is forbidden: exceeded quota: compute, requested: limits.memory=8Gi",
+                "ResourceQuota",
+            ),
+            (
+                "Error creating: pods \"x-train-\" is forbidden: violates PodSecurity \"restricted:latest\"",
+                "pod-security.kubernetes.io",
+            ),
+            ("Error creating: something else", "the Job retries"),
+        ] {
+            let got = creation_refused(message);
+            assert_eq!((got.phase, got.reason), (Phase::Pending, reasons::POD_CREATION_REFUSED));
+            assert!(got.message.contains(message) && got.message.contains(hint), "{}", got.message);
+        }
+        let starting = assess(&job(&[], 1, 0), &[]);
+        assert!(lacks_pods(&starting, &[]));
+        assert!(!lacks_pods(&starting, &[running_pod()]));
     }
 
     #[test]

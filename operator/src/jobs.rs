@@ -22,13 +22,16 @@ use ocellus_crds::report::{dataset_audience, experiment_audience};
 use ocellus_crds::{Dataset, Experiment};
 use serde::Serialize;
 
+pub use ocellus_dataset::fetch::s3::{
+    SOURCE_ACCESS_KEY_ENV, SOURCE_AUTH_ENV, SOURCE_AUTH_SECRET_ONLY, SOURCE_SECRET_KEY_ENV,
+};
+
 use crate::config::Config;
 use crate::names::job_name;
 
-/// Exit code of the trainer for bad input (`EX_DATAERR`): the Job fails at once.
-pub const EXIT_BAD_INPUT: i32 = 65;
-/// Exit code of the trainer when the source cannot be reached (`EX_UNAVAILABLE`).
-pub const EXIT_SOURCE_UNREACHABLE: i32 = 69;
+pub use ocellus_crds::contract::exit::{
+    BAD_INPUT as EXIT_BAD_INPUT, SOURCE_UNREACHABLE as EXIT_SOURCE_UNREACHABLE,
+};
 /// Name of the trainer container in every Job.
 pub const CONTAINER: &str = "trainer";
 /// ServiceAccount of trainer pods: no RBAC, no automounted API token.
@@ -43,6 +46,12 @@ pub const DEADLINE_GRACE_SECONDS: i64 = 3600;
 pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
 /// Pod annotation holding the manifest the trainer reads (through a downward API file).
 pub const MANIFEST_ANNOTATION: &str = "ocellus.dev/manifest";
+/// Annotation on a cleanup Job (which has no owner, so that it outlives the Experiment): the
+/// UID of the Experiment whose artifacts it deletes.
+pub const OWNER_UID_ANNOTATION: &str = "ocellus.dev/owner-uid";
+/// The status server's CA on a trainer pod's template, mounted as `MANIFEST_DIR/status-ca.crt`.
+pub const STATUS_CA_ANNOTATION: &str = "ocellus.dev/status-ca";
+const STATUS_CA_FILE: &str = "status-ca.crt";
 /// Label on every Job and pod the operator makes.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "ocellus-operator");
 
@@ -65,7 +74,7 @@ pub fn import_job(dataset: &Dataset, parent: Option<&Dataset>, config: &Config) 
     let name = dataset.name_any();
     let mut manifest = String::new();
     if let Some(parent) = parent {
-        manifest.push_str(&manifest_document(parent, true));
+        manifest.push_str(&dataset_document(parent, config));
     }
     manifest.push_str(&manifest_document(dataset, false));
     let out = config.artifacts.in_pod(ARTIFACTS_DIR);
@@ -80,13 +89,14 @@ pub fn import_job(dataset: &Dataset, parent: Option<&Dataset>, config: &Config) 
     ];
     let mut pod = TrainerPod::new(config, args, &manifest, dataset_audience(&namespace, &name));
     pod.env("OCELLUS_VOLUMES_ROOT", VOLUMES_DIR);
+    pod.env(SOURCE_AUTH_ENV, SOURCE_AUTH_SECRET_ONLY);
     if let Some(volume) = &dataset.spec.source.volume {
         pod.mount_claim(&volume.claim_name, &format!("{VOLUMES_DIR}/{}", volume.claim_name), true);
     }
     if let Some(secret) = dataset.spec.source.s3.as_ref().and_then(|s3| s3.credentials_secret_ref.as_ref()) {
-        // The import reads S3 with the default credential chain: the source's keys win.
-        pod.secret_env("AWS_ACCESS_KEY_ID", &secret.name, &secret.access_key_id_key);
-        pod.secret_env("AWS_SECRET_ACCESS_KEY", &secret.name, &secret.secret_access_key_key);
+        // Under their own names: AWS_* are the artifact store's keys, which the import writes with.
+        pod.secret_env(SOURCE_ACCESS_KEY_ENV, &secret.name, &secret.access_key_id_key);
+        pod.secret_env(SOURCE_SECRET_KEY_ENV, &secret.name, &secret.secret_access_key_key);
     }
     let spec = pod.into_job_spec(DEFAULT_DEADLINE_SECONDS, false);
     job(dataset, &job_name(&name, "import"), spec)
@@ -94,8 +104,42 @@ pub fn import_job(dataset: &Dataset, parent: Option<&Dataset>, config: &Config) 
 
 /// The folder of `experiment`'s run under an artifact-store root (the pod's mount, or the
 /// store's `s3://`/`pvc://` address): the trainer writes there, cleanup deletes it, status links it.
+/// It ends in the Experiment's UID, so an Experiment deleted and made again under the same name
+/// never resumes from, or overwrites, the old one's run.
+/// `<root>/experiments/<ns>/<name>-<uid8>`: the UID's first 8 hex digits set a re-created
+/// Experiment of the same name apart (a 1 in 4 billion chance of a clash between two of them),
+/// while keys stay short: S3-compatible stores limit names (s3s-fs keeps an object's metadata in
+/// one file named after the whole key, 255 bytes at most), and people read these paths.
 fn experiment_folder(root: &str, experiment: &Experiment) -> String {
-    format!("{root}/experiments/{}/{}", experiment.namespace().unwrap_or_default(), experiment.name_any())
+    let uid: String =
+        experiment.meta().uid.as_deref().unwrap_or("no-uid").chars().filter(|c| *c != '-').take(8).collect();
+    format!(
+        "{root}/experiments/{}/{}-{uid}",
+        experiment.namespace().unwrap_or_default(),
+        experiment.name_any()
+    )
+}
+
+/// Where an import Job writes `dataset`'s normalized copy, as the store's address
+/// (`s3://…` or `pvc://…`): what `status.location` says once the import succeeded.
+pub fn dataset_location(dataset: &Dataset, config: &Config) -> String {
+    format!(
+        "{}/datasets/{}/{}",
+        config.artifacts,
+        dataset.namespace().unwrap_or_default(),
+        dataset.name_any()
+    )
+}
+
+/// `location` as a trainer pod sees it: a PVC's address becomes a path under its mount.
+fn location_in_pod(location: &str, config: &Config) -> String {
+    let store = config.artifacts.to_string();
+    match location.strip_prefix(&store) {
+        Some(rest) if config.artifacts.claim().is_some() => {
+            format!("{}{rest}", config.artifacts.in_pod(ARTIFACTS_DIR))
+        }
+        _ => location.to_owned(),
+    }
 }
 
 /// Where a finished `ocellus run` of `experiment` left its files, as the user finds them in the
@@ -116,7 +160,7 @@ pub fn experiment_artifacts(experiment: &Experiment, config: &Config) -> Artifac
 pub fn trainer_job(experiment: &Experiment, datasets: &[&Dataset], config: &Config) -> Job {
     let namespace = experiment.namespace().unwrap_or_default();
     let name = experiment.name_any();
-    let mut manifest: String = datasets.iter().map(|d| manifest_document(*d, true)).collect();
+    let mut manifest: String = datasets.iter().map(|d| dataset_document(d, config)).collect();
     manifest.push_str(&manifest_document(experiment, false));
     let out = config.artifacts.in_pod(ARTIFACTS_DIR);
     let args = vec![
@@ -182,6 +226,10 @@ pub fn cleanup_job(experiment: &Experiment, config: &Config) -> Job {
             name: Some(job_name(&name, "cleanup")),
             namespace: Some(namespace),
             labels: Some(managed_labels()),
+            annotations: Some(BTreeMap::from([(
+                OWNER_UID_ANNOTATION.to_owned(),
+                experiment.metadata.uid.clone().unwrap_or_default(),
+            )])),
             ..Default::default()
         },
         spec: Some(spec),
@@ -215,6 +263,16 @@ fn job<K: Resource<DynamicType = ()>>(owner: &K, name: &str, spec: JobSpec) -> J
         spec: Some(spec),
         status: None,
     }
+}
+
+/// A Dataset with its status, its location as the pod sees it: the trainer opens the
+/// normalized copy there instead of importing again.
+fn dataset_document(dataset: &Dataset, config: &Config) -> String {
+    let mut dataset = dataset.clone();
+    if let Some(location) = dataset.status.as_mut().and_then(|s| s.location.as_mut()) {
+        *location = location_in_pod(location, config);
+    }
+    manifest_document(&dataset, true)
 }
 
 /// One YAML document of a resource as a user would write it: identity, spec and, for the
@@ -273,6 +331,9 @@ impl TrainerPod {
                 run_as_user: Some(RUN_AS),
                 run_as_group: Some(RUN_AS),
                 fs_group: Some(RUN_AS),
+                // Without it the kubelet re-owns every file of the shared artifacts PVC at each
+                // pod start (minutes on a volume with many runs); the root's owner tells.
+                fs_group_change_policy: Some("OnRootMismatch".to_owned()),
                 seccomp_profile: Some(runtime_default()),
                 ..Default::default()
             }),
@@ -336,6 +397,9 @@ impl TrainerPod {
         );
         pod.env("OCELLUS_STATUS_URL", &config.status_url());
         pod.env("OCELLUS_STATUS_TOKEN_FILE", &format!("{TOKEN_DIR}/token"));
+        if let Some(ca) = &config.status_ca {
+            pod.status_ca(ca);
+        }
         if let Some(claim) = config.artifacts.claim() {
             pod.mount_claim(claim, ARTIFACTS_DIR, false);
         }
@@ -345,8 +409,9 @@ impl TrainerPod {
             }
         }
         if let Some(endpoint) = &config.s3_endpoint {
+            // Only OCELLUS_S3_ENDPOINT: AWS_ENDPOINT_URL_S3 would also send a Dataset's own S3
+            // source to the store.
             pod.env("OCELLUS_S3_ENDPOINT", endpoint);
-            pod.env("AWS_ENDPOINT_URL_S3", endpoint);
         }
         if let Some(backbones) = &config.backbones {
             if let Some(claim) = backbones.claim() {
@@ -401,6 +466,26 @@ impl TrainerPod {
             ..Default::default()
         };
         self.volume(volume, mount_path, read_only);
+    }
+
+    /// The status server's CA as a file beside the manifest (an annotation, like the manifest:
+    /// no object in the pod's namespace to create or keep in step).
+    fn status_ca(&mut self, ca: &str) {
+        self.template
+            .annotations
+            .get_or_insert_default()
+            .insert(STATUS_CA_ANNOTATION.to_owned(), ca.to_owned());
+        let manifest = self.spec.volumes.get_or_insert_default().iter_mut().find(|v| v.name == "manifest");
+        let items = manifest.and_then(|v| v.downward_api.as_mut()).and_then(|d| d.items.as_mut());
+        items.expect("the manifest volume comes first").push(DownwardAPIVolumeFile {
+            path: STATUS_CA_FILE.into(),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: format!("metadata.annotations['{STATUS_CA_ANNOTATION}']"),
+                api_version: None,
+            }),
+            ..Default::default()
+        });
+        self.env("OCELLUS_STATUS_CA_FILE", &format!("{MANIFEST_DIR}/{STATUS_CA_FILE}"));
     }
 
     fn into_job_spec(mut self, deadline_seconds: i64, suspend: bool) -> JobSpec {
@@ -557,7 +642,7 @@ mod tests {
                 "run",
                 "/etc/ocellus/manifest.yaml",
                 "--out",
-                "s3://ocellus-artifacts/runs/experiments/ml/cats-exp"
+                "s3://ocellus-artifacts/runs/experiments/ml/cats-exp-uidexper"
             ]
         );
         let (volume, _) = mount(&job, "/etc/ocellus");
@@ -616,7 +701,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(pod.security_context.as_ref().unwrap()).unwrap(),
             json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
-                   "seccompProfile": {"type": "RuntimeDefault"}})
+                   "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}})
         );
         assert_eq!(
             serde_json::to_value(container(&job).security_context.as_ref().unwrap()).unwrap(),
@@ -647,6 +732,39 @@ mod tests {
     }
 
     #[test]
+    fn with_tls_the_pod_gets_the_status_servers_ca_as_a_file() {
+        let mut config = Config::test();
+        config.status_tls_secret = Some("ocellus-status-tls".into());
+        config.status_ca = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
+        let job = trainer_job(&Experiment::test(), &[], &config);
+        assert_eq!(
+            env(&job, "OCELLUS_STATUS_URL")["value"],
+            "https://ocellus-operator.ocellus-system.svc:8081"
+        );
+        assert_eq!(env(&job, "OCELLUS_STATUS_CA_FILE")["value"], "/etc/ocellus/status-ca.crt");
+        let template = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        assert_eq!(
+            template.annotations.as_ref().unwrap()[STATUS_CA_ANNOTATION],
+            *config.status_ca.as_ref().unwrap()
+        );
+        let (volume, _) = mount(&job, "/etc/ocellus");
+        let items = volume.downward_api.unwrap().items.unwrap();
+        assert_eq!(items[1].path, "status-ca.crt");
+        assert_eq!(
+            items[1].field_ref.as_ref().unwrap().field_path,
+            "metadata.annotations['ocellus.dev/status-ca']"
+        );
+        // The cleanup pod reports nothing: no CA.
+        let mut experiment = Experiment::test();
+        experiment.spec.artifacts.deletion_policy = ocellus_crds::experiment::DeletionPolicy::Delete;
+        let cleanup = cleanup_job(&experiment, &config);
+        let spec = cleanup.spec.as_ref().unwrap();
+        assert!(spec.template.metadata.as_ref().unwrap().annotations.is_none());
+        let env = spec.template.spec.as_ref().unwrap().containers[0].env.as_ref().unwrap();
+        assert!(env.iter().all(|e| !e.name.starts_with("OCELLUS_STATUS")), "{env:?}");
+    }
+
+    #[test]
     fn artifact_credentials_come_from_the_secret_and_backbones_from_their_claim() {
         let job = trainer_job(&Experiment::test(), &[], &Config::test());
         assert_eq!(
@@ -673,7 +791,7 @@ mod tests {
         assert_eq!(mount.read_only, Some(false));
         assert_eq!(
             container(&job).args.as_ref().unwrap()[3],
-            "/mnt/artifacts/ocellus/experiments/ml/cats-exp"
+            "/mnt/artifacts/ocellus/experiments/ml/cats-exp-uidexper"
         );
         assert!(container(&job).env.as_ref().unwrap().iter().all(|e| !e.name.starts_with("AWS_ACCESS")));
     }
@@ -743,8 +861,15 @@ mod tests {
         };
         let job = import_job(&dataset, None, &Config::test());
         assert_eq!(
-            env(&job, "AWS_ACCESS_KEY_ID")["valueFrom"]["secretKeyRef"],
+            env(&job, "OCELLUS_SOURCE_AWS_ACCESS_KEY_ID")["valueFrom"]["secretKeyRef"],
             json!({"name": "photo-keys", "key": "id", "optional": false})
+        );
+        // AWS_* stay the artifact store's: the import writes its copy there with them.
+        assert_eq!(env(&job, "AWS_ACCESS_KEY_ID")["valueFrom"]["secretKeyRef"]["name"], "ocellus-artifacts");
+        assert_eq!(
+            env(&job, "OCELLUS_SOURCE_AUTH")["value"],
+            "SecretOnly",
+            "never the store's keys for a source"
         );
         let count =
             container(&job).env.as_ref().unwrap().iter().filter(|e| e.name == "AWS_ACCESS_KEY_ID").count();
@@ -759,7 +884,7 @@ mod tests {
         assert_eq!(job.spec.as_ref().unwrap().ttl_seconds_after_finished, Some(3600));
         assert_eq!(
             container(&job).args.as_ref().unwrap(),
-            &["artifacts", "delete", "s3://ocellus-artifacts/runs/experiments/ml/cats-exp"]
+            &["artifacts", "delete", "s3://ocellus-artifacts/runs/experiments/ml/cats-exp-uidexper"]
         );
         assert!(pod_spec(&job).volumes.as_ref().unwrap().iter().all(|v| v.projected.is_none()));
     }

@@ -30,6 +30,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(config) => {
+            // kube's TLS uses the process-wide provider, which rustls cannot pick when the
+            // build enables two (ring here, aws-lc-rs through the AWS SDK).
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
             tracing_subscriber::fmt().with_env_filter(filter).init();
             ocellus_operator::run::run(*config).await

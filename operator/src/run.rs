@@ -17,12 +17,14 @@ use kube::{Api, Client, Resource};
 use ocellus_crds::{Dataset, Experiment};
 use serde::de::DeserializeOwned;
 
-use crate::config::Config;
+use crate::config::{Config, SERVICE};
 use crate::context::{Context, Reports, Stores};
 use crate::jobs::MANAGED_BY;
 use crate::metrics::Metrics;
+use crate::status_certificate::serving_names;
 use crate::status_server::StatusServer;
-use crate::{dataset_controller, experiment_controller, status_server, web};
+use crate::status_tls::TlsListener;
+use crate::{dataset_controller, experiment_controller, status_server, status_tls, web};
 
 /// Kinds the operator lists and watches (its caches and controllers): (API group, resource).
 pub const CACHED: [(&str, &str); 4] =
@@ -82,30 +84,48 @@ where
     reader
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration: run in a pod with a ServiceAccount, or set KUBECONFIG")?;
     ensure_crds_installed(&client).await?;
+    let tls = match config.status_tls_secret.clone() {
+        Some(secret) => {
+            let names = serving_names(&config.status_url(), SERVICE, &config.pod_namespace);
+            let api = Api::namespaced(client.clone(), &config.pod_namespace);
+            let (certificates, ca) =
+                status_tls::start(api, secret.clone(), names).await.with_context(|| {
+                    format!(
+                        "cannot read or write the status server's certificate in the Secret {}/{secret}",
+                        config.pod_namespace
+                    )
+                })?;
+            config.status_ca = Some(ca);
+            Some(certificates)
+        }
+        None => None,
+    };
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    // One watch of Jobs feeds the cache the reconcilers read and both controllers' triggers, in
+    // that order: a reconcile woken by a Job event always finds that event in the cache.
+    let (jobs_store, jobs_writer) = reflector::store_shared::<Job>(256);
+    let job_events = [jobs_writer.subscribe(), jobs_writer.subscribe()];
+    let [experiment_jobs, dataset_jobs] = job_events.map(|s| s.expect("a shared store gives subscribers"));
+    let job_watch = watcher(Api::<Job>::all(client.clone()), managed.clone())
+        .default_backoff()
+        .modify(slim_job)
+        .reflect_shared(jobs_writer)
+        .applied_objects();
+    tokio::spawn(job_watch.for_each(|_| ready(())));
     let stores = Stores {
         datasets: cache(Api::<Dataset>::all(client.clone()), watcher::Config::default(), slim),
-        jobs: cache(Api::<Job>::all(client.clone()), managed.clone(), slim_job),
+        jobs: jobs_store,
         pods: cache(Api::<Pod>::all(client.clone()), managed.clone(), slim),
     };
     let metrics = Arc::new(Metrics::default());
     let reports = Arc::new(Reports::default());
     let ready_flag = Arc::new(AtomicBool::new(false));
-    {
-        let (datasets, jobs, pods, flag) =
-            (stores.datasets.clone(), stores.jobs.clone(), stores.pods.clone(), ready_flag.clone());
-        tokio::spawn(async move {
-            let _ =
-                futures::join!(datasets.wait_until_ready(), jobs.wait_until_ready(), pods.wait_until_ready());
-            flag.store(true, Ordering::Relaxed);
-            tracing::info!("caches filled");
-        });
-    }
+    let caches = (stores.datasets.clone(), stores.jobs.clone(), stores.pods.clone());
     let context =
         Arc::new(Context::new(client.clone(), config.clone(), metrics.clone(), stores, reports.clone()));
     let (experiment_tx, experiment_rx) = futures::channel::mpsc::channel::<ObjectRef<Experiment>>(1024);
@@ -113,6 +133,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let status = status_server::router(StatusServer {
         client: client.clone(),
+        jobs: context.jobs.clone(),
+        pods: context.pods.clone(),
+        limiter: Arc::default(),
         reports: reports.clone(),
         metrics: metrics.clone(),
         clock: context.clock.clone(),
@@ -125,15 +148,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let web_listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on OCELLUS_METRICS_ADDR {}", config.metrics_addr))?;
-    tokio::spawn(async move { axum::serve(status_listener, status).await });
-    let health = web::Health { metrics: metrics.clone(), ready: ready_flag };
+    match tls {
+        Some(certificates) => {
+            let listener = TlsListener::new(status_listener, certificates)?;
+            tokio::spawn(async move { axum::serve(listener, status).await });
+        }
+        None => {
+            tokio::spawn(async move { axum::serve(status_listener, status).await });
+        }
+    }
+    let health = web::Health { metrics: metrics.clone(), ready: ready_flag.clone() };
     tokio::spawn(async move { axum::serve(web_listener, web::router(health)).await });
     tracing::info!(metrics = %config.metrics_addr, status = %config.status_addr, "serving");
+    // A reconcile on half-filled caches would miss existing Jobs and make them again.
+    let (datasets_cache, jobs_cache, pods_cache) = caches;
+    let _ = futures::join!(
+        datasets_cache.wait_until_ready(),
+        jobs_cache.wait_until_ready(),
+        pods_cache.wait_until_ready()
+    );
+    ready_flag.store(true, Ordering::Relaxed);
+    tracing::info!("caches filled");
 
-    let jobs = Api::<Job>::all(client.clone());
     let experiments =
         Controller::new(Api::<Experiment>::all(client.clone()), watcher::Config::default().any_semantic())
-            .owns(jobs.clone(), managed.clone())
+            .owns_shared_stream(experiment_jobs)
             .reconcile_on(experiment_rx)
             .shutdown_on_signal();
     let experiment_store = experiments.store();
@@ -142,7 +181,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .for_each(|_| ready(()));
     let datasets =
         Controller::new(Api::<Dataset>::all(client.clone()), watcher::Config::default().any_semantic())
-            .owns(jobs, managed)
+            .owns_shared_stream(dataset_jobs)
             .reconcile_on(dataset_rx)
             .shutdown_on_signal();
     let dataset_store = datasets.store();

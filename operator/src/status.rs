@@ -90,7 +90,12 @@ where
     let warning = after.status == "True" && matches!(after.type_.as_str(), "Failed" | "ProgressStalled")
         || matches!(
             after.reason.as_str(),
-            reasons::UNSCHEDULABLE | reasons::IMAGE_PULL_BACK_OFF | reasons::OOM_KILLED | reasons::EVICTED
+            reasons::UNSCHEDULABLE
+                | reasons::IMAGE_PULL_BACK_OFF
+                | reasons::POD_CREATION_REFUSED
+                | reasons::POD_CONFIG_ERROR
+                | reasons::OOM_KILLED
+                | reasons::EVICTED
         );
     let mut note = after.message.clone();
     if note.len() > 1000 {

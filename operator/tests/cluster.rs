@@ -11,7 +11,11 @@ use kube::{Api, Client};
 use ocellus_crds::condition::types;
 use ocellus_crds::{Dataset, Experiment, Manifest, find_condition, parse_manifests};
 
-const NAMESPACE: &str = "default";
+/// Where the objects go: a namespace the chart set up for trainers (the dev cluster's demo
+/// namespace when its `dev.env` is exported), else `default`.
+fn namespace() -> String {
+    std::env::var("OCELLUS_DEMO_NAMESPACE").unwrap_or_else(|_| "default".into())
+}
 
 async fn cluster() -> Option<Client> {
     if std::env::var_os("KUBECONFIG").is_none() {
@@ -20,6 +24,8 @@ async fn cluster() -> Option<Client> {
         );
         return None;
     }
+    // kube's TLS needs a process-wide rustls provider; the workspace enables two.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Some(Client::try_default().await.expect("KUBECONFIG is set but no client could be built from it"))
 }
 
@@ -43,11 +49,11 @@ async fn apply_all(client: &Client) {
     for manifest in parse_manifests(MANIFEST).unwrap() {
         match manifest {
             Manifest::Dataset(d) => {
-                let api: Api<Dataset> = Api::namespaced(client.clone(), NAMESPACE);
+                let api: Api<Dataset> = Api::namespaced(client.clone(), &namespace());
                 api.patch(d.metadata.name.as_deref().unwrap(), &params, &Patch::Apply(&*d)).await.unwrap();
             }
             Manifest::Experiment(e) => {
-                let api: Api<Experiment> = Api::namespaced(client.clone(), NAMESPACE);
+                let api: Api<Experiment> = Api::namespaced(client.clone(), &namespace());
                 api.patch(e.metadata.name.as_deref().unwrap(), &params, &Patch::Apply(&*e)).await.unwrap();
             }
         }
@@ -78,14 +84,14 @@ where
 async fn an_experiment_names_the_dataset_it_waits_for_and_an_unreachable_source_fails() {
     let Some(client) = cluster().await else { return };
     apply_all(&client).await;
-    let experiments: Api<Experiment> = Api::namespaced(client.clone(), NAMESPACE);
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), &namespace());
     wait_for(&experiments, "e2e-waits", Duration::from_secs(60), |e| {
         let conditions = e.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         find_condition(conditions, types::RUNNING)
             .is_some_and(|c| c.reason == "WaitingForDataset" && c.message.contains("e2e-never-created"))
     })
     .await;
-    let datasets: Api<Dataset> = Api::namespaced(client.clone(), NAMESPACE);
+    let datasets: Api<Dataset> = Api::namespaced(client.clone(), &namespace());
     wait_for(&datasets, "e2e-missing-source", Duration::from_secs(600), |d| {
         let conditions = d.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         find_condition(conditions, types::READY)

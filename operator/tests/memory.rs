@@ -36,6 +36,8 @@ fn config() -> Config {
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         status_addr: "127.0.0.1:0".parse().unwrap(),
         status_url: None,
+        status_tls_secret: None,
+        status_ca: None,
         progress_timeout_seconds: 900,
         pod_name: None,
         pod_namespace: "ocellus-system".into(),
