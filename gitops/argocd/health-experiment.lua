@@ -58,7 +58,7 @@ elseif is_true(suspended) then
 elseif suspended == nil and obj.spec ~= nil and obj.spec.suspend == true then
   hs.status = "Suspended"
   hs.message = "spec.suspend is true"
-elseif running ~= nil and running.reason == "ImagePullBackOff" then
+elseif running ~= nil and (running.reason == "ImagePullBackOff" or running.reason == "PodCreationRefused" or running.reason == "PodConfigError") then
   hs.status = "Degraded"
   hs.message = describe(running)
 elseif running ~= nil then
