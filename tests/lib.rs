@@ -11,3 +11,25 @@ use std::path::{Path, PathBuf};
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository").to_path_buf()
 }
+
+/// The variables of the dev cluster's `dev.env` (`tests/cluster/dev-cluster.sh up` writes it;
+/// `OCELLUS_DEV_ENV` names another file). Without it: `None` after printing SKIPPED, or a panic
+/// when `OCELLUS_REQUIRE_CLUSTER=1` (as `make test` sets) makes a missing cluster a failure.
+pub fn dev_cluster_env() -> Option<std::collections::HashMap<String, String>> {
+    let file = std::env::var_os("OCELLUS_DEV_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/cluster/dev.env"));
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        let why = format!("no dev cluster ({} is missing; run `make dev-cluster`)", file.display());
+        assert!(std::env::var("OCELLUS_REQUIRE_CLUSTER").as_deref() != Ok("1"), "{why}");
+        println!("SKIPPED: {why}");
+        return None;
+    };
+    Some(
+        text.lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}

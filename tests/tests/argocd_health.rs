@@ -81,6 +81,11 @@ fn experiment_health_follows_the_summary_conditions() {
         ),
         (vec![condition(types::RUNNING, "False", reasons::IMAGE_PULL_BACK_OFF, "ghcr.io/x")], "Degraded"),
         (
+            vec![condition(types::RUNNING, "False", reasons::POD_CREATION_REFUSED, "serviceaccount")],
+            "Degraded",
+        ),
+        (vec![condition(types::RUNNING, "False", reasons::POD_CONFIG_ERROR, "secret not found")], "Degraded"),
+        (
             vec![
                 condition(types::RUNNING, "False", reasons::SUCCEEDED, ""),
                 condition(types::SUCCEEDED, "True", reasons::SUCCEEDED, "RMSE 1234.5"),

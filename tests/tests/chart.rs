@@ -266,6 +266,8 @@ fn every_template_is_yaml_with_kind_and_name() {
         "CustomResourceDefinition",
         "Deployment",
         "PrometheusRule",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
@@ -309,6 +311,23 @@ fn the_cluster_role_grants_exactly_the_operators_rules() {
     assert_eq!(binding["roleRef"]["name"], "ocellus-operator");
     assert_eq!(binding["subjects"][0]["name"], "ocellus-operator");
     assert!(!wanted.iter().any(|(_, _, verbs)| verbs.contains(&"*".to_owned())));
+}
+
+#[test]
+fn the_role_in_the_release_namespace_grants_exactly_the_certificate_rules() {
+    let wanted = normalized_rules(&yaml(&read(repo_root().join("operator/rbac-namespace-rules.yaml"))));
+    let role = object("Role");
+    assert_eq!(
+        normalized_rules(&role["rules"]),
+        wanted,
+        "charts/ocellus/templates/role.yaml must equal operator/rbac-namespace-rules.yaml"
+    );
+    // Reading and replacing is limited to the one Secret; only create cannot be.
+    for rule in role["rules"].as_array().unwrap() {
+        let create_only = rule["verbs"] == serde_json::json!(["create"]);
+        assert_eq!(rule["resourceNames"].is_array(), !create_only, "{rule}");
+    }
+    assert_eq!(object("RoleBinding")["roleRef"]["kind"], "Role");
 }
 
 #[test]

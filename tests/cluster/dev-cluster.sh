@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# A whole Ocellus cluster on this machine, as a user would have it: the real control plane
+# (up.sh), an S3-compatible store (s3s-fs), the process node running pods as local processes,
+# and the chart installed with Helm. The end-to-end tests use this same entry point.
+#
+# Usage: tests/cluster/dev-cluster.sh up     start everything (idempotent), print how to use it
+#        tests/cluster/dev-cluster.sh down   stop everything and remove what it made
+# Needs: the Go tools in .tools/bin (tests/cluster/build-tools.sh), s3s-fs (make tools), and the
+# workspace's debug binaries ocellus, ocellus-operator and ocellus-node (cargo build).
+# Writes $STATE/dev.env: KUBECONFIG, the store's endpoint and keys, the demo namespace.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+S3S_FS="${OCELLUS_S3S_FS:-$ROOT/.tools/bin/s3s-fs}"
+HELM="$BIN/helm"
+KUBECTL="$BIN/kubectl"
+RELEASE_NAMESPACE=ocellus-system
+DEMO_NAMESPACE="${OCELLUS_DEMO_NAMESPACE:-ocellus-demo}"
+STORE_BUCKET=ocellus
+DATA_BUCKET=data
+NODE_STATE="$STATE/node"
+S3_DATA="$STATE/s3"
+
+pid_alive() { [ -f "$1" ] && [ -d "/proc/$(cat "$1")" ]; }
+
+stop_pid() {
+    local file="$1" pid i
+    pid_alive "$file" || { rm -f "$file"; return 0; }
+    pid="$(cat "$file")"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$file"
+}
+
+wait_http() {
+    local url="$1" what="$2" i
+    for ((i = 0; i < 300; i++)); do
+        curl -s -o /dev/null "$url" && return 0
+        sleep 0.2
+    done
+    log "$what did not answer at $url"; return 1
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_store() {
+    mkdir -p "$S3_DATA/$STORE_BUCKET" "$S3_DATA/$DATA_BUCKET" "$STATE/pids" "$STATE/logs"
+    if [ ! -f "$STATE/s3.env" ]; then
+        cat > "$STATE/s3.env" <<EOF
+S3_PORT=$(free_port)
+AWS_ACCESS_KEY_ID=ocellus-dev
+AWS_SECRET_ACCESS_KEY=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+EOF
+    fi
+    source "$STATE/s3.env"
+    if ! pid_alive "$STATE/pids/s3s-fs.pid"; then
+        [ -x "$S3S_FS" ] || { log "$S3S_FS missing: run make tools"; return 1; }
+        "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID" \
+            --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_DATA" > "$STATE/logs/s3s-fs.log" 2>&1 &
+        echo $! > "$STATE/pids/s3s-fs.pid"
+    fi
+    wait_http "http://127.0.0.1:$S3_PORT/" "s3s-fs"
+    # The backbones the trainer pods use, with the SHA256SUMS the trainer checks downloads against.
+    local backbones="$S3_DATA/$STORE_BUCKET/backbones"
+    if [ ! -f "$backbones/SHA256SUMS" ]; then
+        mkdir -p "$backbones"
+        cp -r "$ROOT/backbones/efficientnet_lite0" "$backbones/"
+        (cd "$backbones" && find efficientnet_lite0 -type f | sort | xargs sha256sum > .SHA256SUMS.tmp && mv .SHA256SUMS.tmp SHA256SUMS)
+    fi
+}
+
+start_node() {
+    if pid_alive "$STATE/pids/ocellus-node.pid"; then return 0; fi
+    for b in ocellus ocellus-dataset ocellus-operator ocellus-node; do
+        [ -x "$TARGET/$b" ] || { log "$TARGET/$b missing: run cargo build"; return 1; }
+    done
+    mkdir -p "$NODE_STATE"
+    KUBECONFIG="$STATE/kubeconfig" "$TARGET/ocellus-node" --state-dir "$NODE_STATE" \
+        --image "ghcr.io/ocellus/operator=$TARGET/ocellus-operator" \
+        --image "ghcr.io/ocellus/trainer=$TARGET/ocellus" \
+        > "$STATE/logs/ocellus-node.log" 2>&1 &
+    echo $! > "$STATE/pids/ocellus-node.pid"
+    local i
+    for ((i = 0; i < 150; i++)); do
+        "$KUBECTL" get node process-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null \
+            | grep -q True && return 0
+        sleep 0.2
+    done
+    log "the process node did not become Ready; see $STATE/logs/ocellus-node.log"; return 1
+}
+
+install_chart() {
+    source "$STATE/s3.env"
+    "$KUBECTL" create namespace "$DEMO_NAMESPACE" --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+    "$KUBECTL" label --overwrite namespace "$DEMO_NAMESPACE" \
+        pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted >/dev/null
+    "$KUBECTL" create namespace "$RELEASE_NAMESPACE" --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+    for ns in "$DEMO_NAMESPACE" "$RELEASE_NAMESPACE"; do
+        "$KUBECTL" -n "$ns" create secret generic ocellus-store \
+            --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+            --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+            --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+    done
+    "$HELM" upgrade --install ocellus "$ROOT/charts/ocellus" --namespace "$RELEASE_NAMESPACE" --wait --timeout 3m \
+        --set artifacts.location="s3://$STORE_BUCKET/store" \
+        --set artifacts.s3Endpoint="http://127.0.0.1:$S3_PORT" \
+        --set artifacts.credentialsSecret=ocellus-store \
+        --set backbones.location="s3://$STORE_BUCKET/backbones" \
+        --set operator.progressTimeoutSeconds=300 \
+        --set "trainer.namespaces={$DEMO_NAMESPACE}" \
+        ${OCELLUS_HELM_ARGS:-} >/dev/null
+}
+
+write_env() {
+    source "$STATE/s3.env"
+    cat > "$STATE/dev.env" <<EOF
+export KUBECONFIG=$STATE/kubeconfig
+export OCELLUS_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
+export AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+export AWS_REGION=us-east-1
+export OCELLUS_S3_DATA_DIR=$S3_DATA
+export OCELLUS_DEMO_NAMESPACE=$DEMO_NAMESPACE
+export OCELLUS_RELEASE_NAMESPACE=$RELEASE_NAMESPACE
+export OCELLUS_NODE_STATE_DIR=$NODE_STATE
+EOF
+}
+
+up() {
+    "$ROOT/tests/cluster/up.sh" >/dev/null
+    export KUBECONFIG="$STATE/kubeconfig"
+    start_store
+    start_node
+    install_chart
+    write_env
+    source "$STATE/s3.env"
+    cat <<EOF
+The Ocellus dev cluster is up: control plane, process node, S3 store, chart.
+  export KUBECONFIG=$STATE/kubeconfig        (or: source $STATE/dev.env)
+  kubectl -n $DEMO_NAMESPACE apply -f your-manifests.yaml; kubectl -n $DEMO_NAMESPACE get ds,exp -w
+S3 store: endpoint http://127.0.0.1:$S3_PORT, access key $AWS_ACCESS_KEY_ID, secret key $AWS_SECRET_ACCESS_KEY
+  buckets: s3://$STORE_BUCKET (artifacts under store/, backbones under backbones/), s3://$DATA_BUCKET (your data)
+  files of bucket B live in $S3_DATA/B; upload with any S3 client.
+Logs: $STATE/logs/ (control plane, s3s-fs, node); pod logs under $NODE_STATE/pods/.
+Stop: make dev-cluster-down
+EOF
+}
+
+down() {
+    stop_pid "$STATE/pids/ocellus-node.pid"
+    # The node's pods are its children's process groups; the agent stops them on SIGTERM.
+    stop_pid "$STATE/pids/s3s-fs.pid"
+    "$ROOT/tests/cluster/down.sh" --clean >/dev/null 2>&1 || "$ROOT/tests/cluster/down.sh" >/dev/null 2>&1 || true
+    rm -rf "$STATE"
+    log "dev cluster stopped and removed"
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
