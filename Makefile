@@ -13,7 +13,9 @@ RANDOM_BACKBONES := $(CURDIR)/testdata/random-backbones
 ARCHITECTURES    := densenet121 efficientnetb0 efficientnetb2 inception_v3 mobilenetv2 \
                     resnet34 resnet50 seresnet50 seresnext50 xception
 RANDOM_MANIFESTS := $(foreach a,$(ARCHITECTURES),$(RANDOM_BACKBONES)/$(a)/manifest.json)
-OCELLUS   := $(CURDIR)/target/debug/ocellus
+# Where cargo builds; .ci/run points it at a cache outside the clone (see docs/testing.md).
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+OCELLUS   := $(CARGO_TARGET_DIR)/debug/ocellus
 TOOLS     := $(CURDIR)/.tools
 S3S_FS    := $(TOOLS)/bin/s3s-fs
 
@@ -26,7 +28,7 @@ export CARGO_TERM_COLOR  ?= never
 # The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
 export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm bench-auto
+.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cluster test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm bench-auto
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
@@ -40,6 +42,9 @@ help:
 	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
 	@echo "make bench      every benchmark (release build; see BENCHMARKS.md)"
 	@echo "make bench-gbm  LightGBM (ocellus-tabular) against scikit-learn's HistGradientBoosting"
+	@echo "make test-cluster      the cluster tests (process node, tutorial end to end) on the dev cluster"
+	@echo "make dev-cluster       a real control plane + chart + process node + S3 store on this machine"
+	@echo "make dev-cluster-down  stop it and remove what it made"
 
 setup: venv native-deps backbones random-backbones testdata
 
@@ -52,10 +57,12 @@ $(VENV)/.installed: trainer-image/requirements.txt
 
 # LightGBM (ocellus-tabular, through lightgbm3) is built from source: bindgen needs libclang,
 # and CMake >= 3.28 comes from the virtualenv (requirements.txt), Debian's 3.25 being too old.
-# Chromium renders the experiment report in its browser test (Debian's package, no download).
+# Chromium renders the experiment report in its browser test, and Prometheus (with promtool)
+# checks the chart's alerts and dashboard (Debian's packages, no download).
 native-deps:
 	@dpkg -s libclang-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libclang-dev; }
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
+	@test -x /usr/bin/prometheus || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 
 backbones: $(LITE0)
 
@@ -96,9 +103,21 @@ crds:
 api-docs:
 	cargo run --quiet -p ocellus-tests --bin derived-files
 
-# Chromium was installed by setup, so the report's browser test must run, not skip.
-test: setup tools
-	OCELLUS_REQUIRE_CHROMIUM=1 cargo test --workspace
+# Every test, on the dev cluster (a real control plane built from Go modules, the chart installed
+# by Helm, the process node, an S3 store), which is started once the tests are built and stopped
+# after them, also on failure. Chromium and Prometheus were installed by setup and the cluster
+# is up, so the browser, Prometheus and cluster tests must run, not skip.
+test: setup tools cluster-tools
+	cargo test --workspace --no-run
+	OCELLUS_REQUIRE_CHROMIUM=1 OCELLUS_REQUIRE_CLUSTER=1 bash tests/cluster/with-dev-cluster.sh \
+		cargo test --workspace
+
+# Every cluster test with the dev cluster up (real control plane, chart, process node, S3 store):
+# the process node's own tests and the tutorial from `kubectl apply`.
+test-cluster: setup tools cluster-tools
+	cargo test --workspace --no-run
+	OCELLUS_REQUIRE_CLUSTER=1 bash tests/cluster/with-dev-cluster.sh \
+		cargo test --workspace --test cluster --test cluster_e2e --test helm --test prometheus
 
 test-cuda: setup
 	cargo test -p ocellus-trainer --features cuda-tests
@@ -143,7 +162,7 @@ bench-quality: setup
 
 # The dev profile is enough here: the time is spent in LightGBM's C++ (always built in Release by
 # lightgbm3-sys) and dependencies are optimised in dev builds (Cargo.toml).
-BENCH_GBM := $(CURDIR)/target/debug/examples/bench_gbm
+BENCH_GBM := $(CARGO_TARGET_DIR)/debug/examples/bench_gbm
 
 bench-gbm: setup
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
@@ -157,3 +176,31 @@ lint:
 clean:
 	cargo clean
 	rm -rf $(VENV) $(BACKBONES) testdata $(TOOLS)
+
+# ---------------------------------------------------------------------------------------------
+# Test control plane: a real etcd + kube-apiserver + kube-controller-manager + kube-scheduler on
+# 127.0.0.1, built from the Go modules in tests/controlplane/ into .tools/bin (see docs/testing.md).
+#   make cluster-tools   build etcd, kube-*, kubectl and helm (first build ~minutes; then cached)
+#   make cluster-up      start it; then: source .tools/cluster/env.sh
+#   make cluster-down    stop it (CLUSTER_DOWN_FLAGS=--clean also removes its state dir)
+# ---------------------------------------------------------------------------------------------
+.PHONY: cluster-tools cluster-up cluster-down dev-cluster dev-cluster-down
+
+cluster-tools:
+	bash tests/cluster/build-tools.sh
+
+cluster-up: cluster-tools
+	bash tests/cluster/up.sh
+
+cluster-down:
+	bash tests/cluster/down.sh $(CLUSTER_DOWN_FLAGS)
+
+# The whole product on that control plane, for a person: an S3 store (s3s-fs), the process node
+# (tests/node) running every pod as a local process, and the chart installed by Helm. Prints the
+# KUBECONFIG and the store's endpoint and keys. `make test` uses the same entry point.
+dev-cluster: setup tools cluster-tools
+	cargo test --workspace --no-run
+	bash tests/cluster/dev-cluster.sh up
+
+dev-cluster-down:
+	bash tests/cluster/dev-cluster.sh down

@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 BUDGET=${BUDGET:-300}; ROUNDS=${ROUNDS:-3}
 export OCELLUS_BACKBONES=${OCELLUS_BACKBONES:-$PWD/backbones}
 BACKBONE=$OCELLUS_BACKBONES/efficientnet_lite0
-OCELLUS=target/debug/ocellus
-TRAIN_BENCH=target/debug/examples/train_bench
+OCELLUS=${CARGO_TARGET_DIR:-target}/debug/ocellus
+TRAIN_BENCH=${CARGO_TARGET_DIR:-target}/debug/examples/train_bench
 DIR=.bench/auto
 RUN=$DIR/last-run.jsonl  # this run's lines, for the summary; results.jsonl keeps every run
 mkdir -p $DIR

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; IMAGES=${IMAGES:-512}; BIG=${BIG:-10000}; BATCH=${BATCH:-16}
 BACKBONE=${BACKBONE:-efficientnet_lite0}
-BIN=target/debug/examples/embed_bench
+BIN=${CARGO_TARGET_DIR:-target}/debug/examples/embed_bench
 DIR=.bench/embed
 mkdir -p $DIR
 python bench/make_bench_images.py $DIR/photos-$IMAGES "$IMAGES"

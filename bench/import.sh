@@ -6,7 +6,7 @@
 #  2. memory: peak RSS of importing a 2 GiB tar of noise PNGs (GNU time's maxresident).
 set -euo pipefail
 work=${BENCH_DIR:-$PWD/.bench}
-importer=${IMPORTER:-$PWD/target/release/ocellus-dataset}
+importer=${IMPORTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/ocellus-dataset}
 python=${PYTHON:-$PWD/.venv/bin/python}
 mkdir -p "$work"
 manifest() { printf 'apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: %s}\nspec:\n  source: {path: %s}\n' "$1" "$2" > "$work/$1.yaml"; }

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=.bench/quality
-OCELLUS=target/debug/ocellus
+OCELLUS=${CARGO_TARGET_DIR:-target}/debug/ocellus
 mkdir -p $DIR
 python trainer-image/make_test_datasets.py --out $DIR/sets --digits-per-class "${DIGITS_PER_CLASS:-180}" --photo-rows "${PHOTO_ROWS:-2000}"
 # digits-wide: the digits example with embedding dimensions [100, 300] instead of [10, 25].

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out/photo-prices}
-[ -f "$out/report.html" ] || target/debug/ocellus run examples/local/photo-prices.yaml --out "$out" --gbm-seconds 20
+[ -f "$out/report.html" ] || "${CARGO_TARGET_DIR:-target}"/debug/ocellus run examples/local/photo-prices.yaml --out "$out" --gbm-seconds 20
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
