@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
+use ocellus_dataset::json_file;
 use ocellus_dataset::normalized::ColumnMeta;
 use ocellus_tabular::columns::TabularEncoder;
 use ocellus_tabular::learner::{FittedModel, LearnerKind};
@@ -132,10 +133,10 @@ pub fn write_bundle(parts: &BundleParts, dir: &Path) -> Result<()> {
     let mut images = Vec::new();
     for (feature, projection, source) in &parts.projections {
         copy_backbone(source, &dir.join("backbones").join(&feature.backbone))?;
-        write_json(&dir.join(&feature.projection), projection)?;
+        json_file::write(&dir.join(&feature.projection), projection)?;
         images.push(feature.clone());
     }
-    write_json(&dir.join("tabular.json"), parts.encoder)?;
+    json_file::write(&dir.join("tabular.json"), parts.encoder)?;
     parts.model.save(&dir.join(parts.model.kind().folder())).map_err(tabular_error)?;
     let manifest = BundleManifest {
         format: BUNDLE_FORMAT,
@@ -168,7 +169,7 @@ pub struct NetworkBundleParts<'a> {
 /// Writes an auto image model's bundle into `dir`, which must not exist yet.
 pub fn write_network_bundle(parts: &NetworkBundleParts, dir: &Path) -> Result<()> {
     copy_backbone(parts.backbone, &dir.join("backbones").join(&parts.network.backbone))?;
-    write_json(&dir.join(&parts.network.head), parts.head)?;
+    json_file::write(&dir.join(&parts.network.head), parts.head)?;
     let manifest = BundleManifest {
         format: BUNDLE_FORMAT,
         ocellus_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -206,7 +207,7 @@ fn write_manifest_with_digests(dir: &Path, mut manifest: BundleManifest) -> Resu
         let relative = path.strip_prefix(dir).expect("walk stays inside").to_string_lossy().into_owned();
         manifest.files.insert(relative, ocellus_dataset::digest::sha256_file(&path)?);
     }
-    write_json(&dir.join("bundle.json"), &manifest)
+    json_file::write(&dir.join("bundle.json"), &manifest)
 }
 
 /// A loaded bundle, ready to score rows.
@@ -265,15 +266,15 @@ impl ScoringBundle {
                 let backbone = registry.load_for_embeddings(&feature.backbone, device)?;
                 backbones.insert(feature.backbone.clone(), backbone);
             }
-            projections.push(read_json(&dir.join(&feature.projection))?);
+            projections.push(json_file::read(&dir.join(&feature.projection))?);
         }
         let (mut encoder, mut model, mut head) = (None, None, None);
         if let Some(network) = &manifest.network {
             backbones
                 .insert(network.backbone.clone(), registry.load_for_embeddings(&network.backbone, device)?);
-            head = Some(read_json(&dir.join(&network.head))?);
+            head = Some(json_file::read(&dir.join(&network.head))?);
         } else {
-            encoder = Some(read_json(&dir.join("tabular.json"))?);
+            encoder = Some(json_file::read(&dir.join("tabular.json"))?);
             let kind = manifest.learner.unwrap_or_default();
             model = Some(FittedModel::load(kind, &dir.join(kind.folder())).map_err(tabular_error)?);
         }
@@ -419,21 +420,6 @@ pub fn tabular_error(error: ocellus_tabular::Error) -> Error {
 
 fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))
-}
-
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        create_dir(parent)?;
-    }
-    let mut text = serde_json::to_string_pretty(value).expect("serialisable");
-    text.push('\n');
-    std::fs::write(path, text).map_err(Error::io(path))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    serde_json::from_str(&text)
-        .map_err(|error| Error::bad_input(format!("{}: unreadable: {error}", path.display())))
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -188,8 +188,7 @@ fn write_manifest(
         object.remove("inference");
     }
     let path = folder.join("manifest.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("serialisable") + "\n")
-        .map_err(Error::io(&path))
+    Ok(ocellus_dataset::json_file::write(&path, &json)?)
 }
 
 fn registry_manifest_json(manifest: &BackboneManifest) -> Result<serde_json::Value> {

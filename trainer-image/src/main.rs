@@ -182,9 +182,9 @@ fn trial(args: TrialArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
-    let data: trial::TrialData = trial::read_json(&args.work.join("data.json"))?;
+    let data: trial::TrialData = ocellus_dataset::json_file::read(&args.work.join("data.json"))?;
     let dir = search::trial_dir(&args.work, args.id);
-    let config = trial::read_json(&dir.join("config.json"))?;
+    let config = ocellus_dataset::json_file::read(&dir.join("config.json"))?;
     let device = if args.cpu { tch::Device::Cpu } else { device::best_device() };
     let run = trial::TrialRun {
         dir: &dir,

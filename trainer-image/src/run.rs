@@ -16,8 +16,8 @@ use ocellus_crds::experiment::Pipeline;
 use ocellus_crds::{Dataset, Experiment, ExperimentStatus, Manifest};
 use ocellus_dataset::cli::read_manifests;
 use ocellus_dataset::import::{ImportContext, import};
+use ocellus_dataset::json_file;
 use ocellus_dataset::normalized::NormalizedDataset;
-use serde::Serialize;
 
 use crate::backbone::Registry;
 use crate::embed::EmbedOptions;
@@ -136,16 +136,16 @@ fn finish(outcome: Outcome, out: &Path) -> Result<ExperimentStatus> {
     let Outcome { mut status, mut record } = outcome;
     record.train_dataset = relative_to(&record.train_dataset, out);
     record.test_dataset = record.test_dataset.map(|p| relative_to(&p, out));
-    write_json_atomically(&out.join(ocellus_report::RUN_RECORD_FILE), &record)?;
+    json_file::write(&out.join(ocellus_report::RUN_RECORD_FILE), &record)?;
     let result = out.join("result.json");
-    write_json_atomically(&result, &status)?;
+    json_file::write(&result, &status)?;
     match ocellus_report::write_report(out) {
         Ok(report) => {
             println!("report: {}", report.display());
             if let Some(artifacts) = status.artifacts.as_mut() {
                 artifacts.report = Some(report.display().to_string());
             }
-            write_json_atomically(&result, &status)?;
+            json_file::write(&result, &status)?;
         }
         Err(error) => eprintln!(
             "warning: the report could not be written ({error}); retry with `ocellus report {}`",
@@ -231,16 +231,4 @@ fn prepare_dataset(
 /// A normalized copy's columns as the contract's checks take them.
 fn columns(dataset: &NormalizedDataset) -> Vec<(&str, ColumnType)> {
     dataset.meta.columns.iter().map(|c| (c.name.as_str(), c.type_)).collect()
-}
-
-/// Writes JSON to a temporary file beside `path`, syncs it and renames it into place.
-pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {
-    let folder = crate::image_cells::folder_of(path);
-    let mut file = tempfile::NamedTempFile::new_in(&folder).map_err(Error::io(&folder))?;
-    serde_json::to_writer_pretty(&mut file, value).map_err(|e| Error::Internal(e.to_string()))?;
-    use std::io::Write;
-    file.write_all(b"\n").map_err(Error::io(path))?;
-    file.as_file().sync_all().map_err(Error::io(path))?;
-    file.persist(path).map_err(|e| Error::io(path)(e.error))?;
-    Ok(())
 }

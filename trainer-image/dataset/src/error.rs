@@ -28,6 +28,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A JSON file the project wrote earlier that no longer parses (torn, edited by hand).
+    #[error("{path} is not valid JSON ({source}); delete it and run the step that writes it again")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{path}: cannot decode image: {source}")]
     Image {
         path: PathBuf,
@@ -53,7 +60,7 @@ impl Error {
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::BadInput(_) | Self::Image { .. } => EXIT_BAD_INPUT,
+            Self::BadInput(_) | Self::Image { .. } | Self::Json { .. } => EXIT_BAD_INPUT,
             Self::SourceUnreachable(_) => EXIT_SOURCE_UNREACHABLE,
             Self::Io { .. } => EXIT_FAILURE,
         }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fetch;
 pub mod images;
 pub mod import;
+pub mod json_file;
 pub mod layout;
 pub mod normalized;
 pub mod profile;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use crate::{Error, Result, json_file};
 
 /// Version of this on-disk format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -147,8 +147,8 @@ impl NormalizedWriter {
         let digest = format!("sha256:{}", hex::encode(std::mem::take(&mut self.table_hash).finalize()));
         profile.digest = Some(digest.clone());
         let staging = self.staging.take().expect("finish runs once");
-        write_json(&staging.path().join("dataset.json"), meta)?;
-        write_json(&staging.path().join("profile.json"), profile)?;
+        json_file::write(&staging.path().join("dataset.json"), meta)?;
+        json_file::write(&staging.path().join("profile.json"), profile)?;
         let bad_path = staging.path().join("bad_images.jsonl");
         let mut bad = BufWriter::new(File::create(&bad_path).map_err(Error::io(&bad_path))?);
         for image in bad_images {
@@ -161,14 +161,6 @@ impl NormalizedWriter {
         replace_dir(&staging, &self.destination)?;
         Ok(digest)
     }
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let file = File::create(path).map_err(Error::io(path))?;
-    let mut writer = BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut writer, value).expect("JSON values serialise");
-    writer.write_all(b"\n").map_err(Error::io(path))?;
-    writer.into_inner().map_err(|e| Error::io(path)(e.into_error()))?.sync_all().map_err(Error::io(path))
 }
 
 /// Moves `staging` to `destination`; an existing destination is moved aside first and

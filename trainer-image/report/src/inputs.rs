@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use ocellus_crds::dataset::DatasetStatus;
 use ocellus_crds::experiment::ExperimentStatus;
+use ocellus_dataset::json_file;
 use ocellus_dataset::normalized::{BadImage, NormalizedDataset};
 use serde::de::DeserializeOwned;
 
@@ -98,13 +99,13 @@ fn dataset_facts(role: &'static str, dir: &Path) -> Result<DatasetFacts> {
     Ok(DatasetFacts { role, dir: dir.to_owned(), profile, bad_images })
 }
 
+/// A run's file, or [`Error::Missing`] when the folder lacks it (not a finished run).
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        if error.kind() == std::io::ErrorKind::NotFound {
-            Error::Missing(format!("{} is missing: run the experiment again", path.display()))
-        } else {
-            Error::io(path)(error)
-        }
-    })?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_owned(), source })
+    match json_file::read_if_present(path) {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => Err(Error::Missing(format!("{} is missing: run the experiment again", path.display()))),
+        Err(ocellus_dataset::Error::Json { path, source }) => Err(Error::Json { path, source }),
+        Err(ocellus_dataset::Error::Io { path, source }) => Err(Error::Io { path, source }),
+        Err(other) => Err(other.into()),
+    }
 }

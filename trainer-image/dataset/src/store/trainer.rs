@@ -172,7 +172,7 @@ impl StagedRun {
             }
         }
         let result = self.local.join(run_folder::RESULT_FILE);
-        write_json(&result, &status)?;
+        crate::json_file::write(&result, &status)?;
         let transfer = self.store.upload_folder(&self.local, &self.remote, Some(run_folder::RESULT_FILE))?;
         println!(
             "published {} ({} files uploaded, {} unchanged)",
@@ -227,7 +227,7 @@ impl StagedImport {
         let mut profile: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::bad_input(format!("{}: unreadable: {e}", profile_path.display())))?;
         profile["location"] = remote.to_string().into();
-        write_json(&profile_path, &profile)?;
+        crate::json_file::write(&profile_path, &profile)?;
         self.store.upload_folder(&folder, &remote, Some(run_folder::DATASET_META_FILE))?;
         Ok(remote.to_string())
     }
@@ -238,16 +238,4 @@ impl StagedImport {
         let remote = self.remote.join(name).map_err(Error::bad_input)?;
         self.store.download_folder_to(&remote, run_folder::DATASET_META_FILE, &self.local.join(name))
     }
-}
-
-/// JSON to a temporary file beside `path`, renamed into place.
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let folder = path.parent().expect("a file has a folder");
-    let mut file = tempfile::Builder::new().prefix(".tmp").tempfile_in(folder).map_err(Error::io(folder))?;
-    serde_json::to_writer_pretty(&mut file, value).expect("JSON values serialise");
-    use std::io::Write;
-    file.write_all(b"\n").map_err(Error::io(path))?;
-    file.as_file().sync_all().map_err(Error::io(path))?;
-    file.persist(path).map_err(|e| Error::io(path)(e.error))?;
-    Ok(())
 }

@@ -47,7 +47,7 @@ use crate::finetune::{LinearProjection, standardisation};
 use crate::image_cells::ImageCells;
 use crate::pipeline::embeddings::{Outcome, bar, fit_and_validation_rows, test_metrics};
 use crate::pipeline::run_record;
-use crate::run::write_json_atomically;
+use ocellus_dataset::json_file;
 use crate::{Error, Result};
 
 /// Each class needs this many labelled rows, so the validation rows hold at least one of each.
@@ -332,7 +332,7 @@ pub fn run(
         }),
         ..ExperimentStatus::default()
     };
-    write_json_atomically(&work.join("history.json"), &history(&trials))?;
+    json_file::write(&work.join("history.json"), &history(&trials))?;
     let record = RunRecord {
         trials: trials.iter().map(|t| record::trial_record(t, scorer_name(scorer))).collect(),
         ..run_record(
@@ -468,8 +468,8 @@ fn check_budget(
 fn prepare_work(work: &Path, data: &TrialData) -> Result<()> {
     let path = work.join("data.json");
     let current = serde_json::to_value(data).map_err(|e| Error::Internal(e.to_string()))?;
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && serde_json::from_str::<Value>(&text).ok().as_ref() == Some(&current)
+    if let Ok(Some(previous)) = json_file::read_if_present::<Value>(&path)
+        && previous == current
     {
         println!("resuming the search in {}", work.display());
         return Ok(());
@@ -478,7 +478,7 @@ fn prepare_work(work: &Path, data: &TrialData) -> Result<()> {
         std::fs::remove_dir_all(work).map_err(Error::io(work))?;
     }
     std::fs::create_dir_all(work).map_err(Error::io(work))?;
-    write_json_atomically(&path, data)
+    json_file::write(&path, data)
 }
 
 fn best_trial(trials: &[TrialView], scorer: ocellus_crds::experiment::Scorer) -> Option<&TrialView> {
@@ -521,7 +521,7 @@ fn export_network(
         inference: None,
         ..manifest.clone()
     };
-    crate::bundle::write_json(&folder.join("manifest.json"), &exported)?;
+    json_file::write(&folder.join("manifest.json"), &exported)?;
     let (weight, bias) = trial::read_head(checkpoint)?;
     let values = |t: tch::Tensor| Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).view(-1));
     Ok(LinearProjection {

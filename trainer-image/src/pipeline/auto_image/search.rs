@@ -19,7 +19,7 @@ use super::space::TrialConfig;
 use ocellus_tabular::metrics::{compare, is_better};
 
 use super::trial::{StopReason, TrialState, read_state};
-use crate::run::write_json_atomically;
+use ocellus_dataset::json_file;
 use crate::{Error, Result};
 
 pub const REDUCTION: usize = 3;
@@ -144,9 +144,10 @@ fn free_gpu<'a>(gpus: &'a [String], running: &[(usize, Child, Option<usize>)]) -
 
 /// Seconds the search in `work` has spent, over all its runs.
 pub fn seconds_spent(work: &Path) -> f64 {
-    std::fs::read_to_string(work.join("search.json"))
+    // A torn ledger counts as no time spent: the budget is a guide, not an invariant.
+    json_file::read_if_present::<SearchLedger>(&work.join("search.json"))
         .ok()
-        .and_then(|text| serde_json::from_str::<SearchLedger>(&text).ok())
+        .flatten()
         .map_or(0.0, |ledger| ledger.seconds_spent)
 }
 
@@ -161,10 +162,7 @@ pub fn search(
     sample: &dyn Fn(usize) -> TrialConfig,
 ) -> Result<Vec<TrialView>> {
     let ledger_path = work.join("search.json");
-    let ledger: SearchLedger = match std::fs::read_to_string(&ledger_path) {
-        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
-        Err(_) => SearchLedger::default(),
-    };
+    let ledger: SearchLedger = json_file::read_if_present(&ledger_path).ok().flatten().unwrap_or_default();
     let started = Instant::now();
     let spent = |started: &Instant| ledger.seconds_spent + started.elapsed().as_secs_f64();
     let deadline = super::trial::now_seconds() + (settings.budget.as_secs_f64() - ledger.seconds_spent)
@@ -189,7 +187,7 @@ pub fn search(
                 trials[id].state = read_state(&trial_dir(work, id))?;
                 trials[id].running = false;
                 crate::progress::trials(super::trials_summary(&trials, settings.scorer));
-                write_json_atomically(&ledger_path, &SearchLedger { seconds_spent: spent(&started) })?;
+                json_file::write(&ledger_path, &SearchLedger { seconds_spent: spent(&started) })?;
             } else {
                 index += 1;
             }
@@ -210,7 +208,7 @@ pub fn search(
                         let config = sample(id);
                         let dir = trial_dir(work, id);
                         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-                        write_json_atomically(&dir.join("config.json"), &config)?;
+                        json_file::write(&dir.join("config.json"), &config)?;
                         trials.push(TrialView { config, state: TrialState::default(), running: false });
                         (id, until)
                     }
@@ -251,7 +249,7 @@ pub fn search(
             None => std::thread::sleep(Duration::from_millis(200)),
         }
     }
-    write_json_atomically(&ledger_path, &SearchLedger { seconds_spent: spent(&started) })?;
+    json_file::write(&ledger_path, &SearchLedger { seconds_spent: spent(&started) })?;
     Ok(trials)
 }
 
@@ -307,7 +305,7 @@ fn existing_trials(work: &Path) -> Result<Vec<TrialView>> {
         if !config_path.is_file() {
             break;
         }
-        let config: TrialConfig = super::trial::read_json(&config_path)?;
+        let config: TrialConfig = json_file::read(&config_path)?;
         trials.push(TrialView { config, state: read_state(&dir)?, running: false });
     }
     Ok(trials)

@@ -44,7 +44,7 @@ use super::space::{AugmentPolicy, TrialConfig};
 use crate::augment::{Augmenter, CropStrategy, TrivialAugment};
 use crate::backbone::{BackboneManifest, Registry};
 use crate::preprocess::{Preprocess, batch_tensor};
-use crate::run::write_json_atomically;
+use ocellus_dataset::json_file;
 use crate::{Error, Result};
 
 /// Everything trials share, written once by the search.
@@ -136,21 +136,14 @@ pub fn checkpoint_name(epoch: usize) -> String {
 
 pub fn read_state(dir: &Path) -> Result<TrialState> {
     let path = dir.join(TRIAL_STATE_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            Error::Internal(format!(
-                "{}: unreadable trial state ({e}); delete the trial folder",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TrialState::default()),
-        Err(e) => Err(Error::io(&path)(e)),
+    match json_file::read_if_present(&path) {
+        Ok(state) => Ok(state.unwrap_or_default()),
+        Err(ocellus_dataset::Error::Json { source, .. }) => Err(Error::Internal(format!(
+            "{}: unreadable trial state ({source}); delete the trial folder",
+            path.display()
+        ))),
+        Err(error) => Err(error.into()),
     }
-}
-
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    serde_json::from_str(&text).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
 }
 
 /// How the validation rows and the scoring bundle see an image under a crop strategy.
@@ -247,7 +240,7 @@ pub fn run_trial(run: &TrialRun) -> Result<TrialState> {
         scaler.restore(saved);
     }
     state.until = run.until;
-    write_json_atomically(&run.dir.join(TRIAL_STATE_FILE), &state)?;
+    json_file::write(&run.dir.join(TRIAL_STATE_FILE), &state)?;
 
     let train = TrainLoader::new(Arc::new(run.data.clone()), config.clone(), &manifest);
     let eval = eval_preprocess(&manifest, config.crop, config.input_size);
@@ -318,7 +311,7 @@ pub fn run_trial(run: &TrialRun) -> Result<TrialState> {
             state.best_epoch.unwrap_or(0),
         );
     }
-    write_json_atomically(&run.dir.join(TRIAL_STATE_FILE), &state)?;
+    json_file::write(&run.dir.join(TRIAL_STATE_FILE), &state)?;
     Ok(state)
 }
 
@@ -492,7 +485,7 @@ fn write_checkpoint(
     let _ = std::fs::remove_dir_all(&folder);
     std::fs::rename(&partial, &folder).map_err(Error::io(&folder))?;
     state.checkpoint = Some(name);
-    write_json_atomically(&dir.join(TRIAL_STATE_FILE), state)?;
+    json_file::write(&dir.join(TRIAL_STATE_FILE), state)?;
     // The latest checkpoint stays whole (to resume); the top epochs keep their network (the
     // model, and what averaging needs); the rest goes.
     let top: Vec<String> = top_epochs(state, scorer).into_iter().map(checkpoint_name).collect();
