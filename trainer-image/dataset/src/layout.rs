@@ -182,7 +182,9 @@ fn class_folder_table(dir: &Path) -> Result<RawTable> {
     let mut rows = Vec::new();
     let mut loose_image = None;
     let mut empty_folder = None;
-    for item in visible_items(dir)? {
+    let items = visible_items(dir)?;
+    refuse_split_folders(dir, &items)?;
+    for item in items {
         match item.kind {
             ItemKind::Dir => {
                 let images = images_under(&item.path, &item.name)?;
@@ -223,6 +225,32 @@ fn class_folder_table(dir: &Path) -> Result<RawTable> {
     }
     rows.sort_unstable();
     Ok(RawTable { columns: vec!["image".to_owned(), "label".to_owned()], rows })
+}
+
+/// Folder names that name a split of the data, not a class.
+const SPLIT_FOLDER_NAMES: [&str; 5] = ["train", "test", "val", "valid", "validation"];
+
+/// `train/cat/1.png` beside `test/cat/2.png` is a split with class folders inside: taking
+/// `train` and `test` as the classes would fit a model of which split an image came from.
+fn refuse_split_folders(dir: &Path, items: &[Item]) -> Result<()> {
+    let folders: Vec<&Item> = items.iter().filter(|item| item.kind == ItemKind::Dir).collect();
+    let all_split_names = !folders.is_empty()
+        && folders.iter().all(|folder| SPLIT_FOLDER_NAMES.contains(&folder.name.to_ascii_lowercase().as_str()));
+    if !all_split_names {
+        return Ok(());
+    }
+    for folder in &folders {
+        if visible_items(&folder.path)?.iter().any(|item| item.kind == ItemKind::Dir) {
+            return Err(Error::bad_input(format!(
+                "{}: the top folders {} are splits with class folders inside, not classes; reading \
+                 splits from folder names is not supported yet: import each split as its own Dataset \
+                 (its folder, prefix or archive) and name the test one in the Experiment's testDatasetRef",
+                dir.display(),
+                list_names(folders.iter().map(|folder| folder.name.as_str()))
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Relative paths (`prefix/…`, `/`-separated) of the image files anywhere under `dir`.

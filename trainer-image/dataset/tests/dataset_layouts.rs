@@ -257,6 +257,27 @@ fn macos_junk_is_skipped_and_a_single_top_folder_is_descended() {
 }
 
 #[test]
+fn split_folders_with_class_folders_inside_are_refused_not_taken_as_classes() {
+    let work = TempDir::new().unwrap();
+    let files: Files = vec![
+        ("train/cat/a.png", png([10, 10, 10])),
+        ("train/dog/b.png", png([90, 90, 90])),
+        ("test/cat/c.png", png([20, 20, 20])),
+        ("test/dog/d.png", png([80, 80, 80])),
+    ];
+    write_tree(work.path(), &files);
+    let message = bad_input(layout::detect(work.path(), DatasetFormat::Auto));
+    assert_contains(&message, "splits with class folders inside");
+    assert_contains(&message, "testDatasetRef");
+
+    // Class folders that happen to hold no split inside are still classes.
+    let flat = TempDir::new().unwrap();
+    write_tree(flat.path(), &[("train/a.png", png([10, 10, 10])), ("test/b.png", png([90, 90, 90]))]);
+    let detected = layout::detect(flat.path(), DatasetFormat::Auto).unwrap();
+    assert_eq!(column(&detected, "label"), strings(&["test", "train"]));
+}
+
+#[test]
 fn devices_and_fifos_are_skipped() {
     let work = TempDir::new().unwrap();
     let mut tar = tar::Builder::new(Vec::new());
