@@ -15,10 +15,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use crate::augment::Augmenter;
+use crate::optimizer::Optimizer;
+use crate::pipeline::auto_image::space::OptimizerKind;
 use crate::backbone::{BackboneManifest, Registry};
 use crate::embed::ImageInput;
 use crate::preprocess::{Preprocess, batch_tensor};
@@ -95,7 +97,8 @@ pub fn fine_tune(
         Objective::Values(_) => 1,
     };
     let head = nn::linear(vs.root() / "head", dimension as i64, outputs, Default::default());
-    let mut optimizer = nn::AdamW::default().build(&vs, config.learning_rate)?;
+    // torch.optim.AdamW's defaults (betas 0.9/0.999, eps 1e-8, weight decay 0.01).
+    let mut optimizer = Optimizer::new(OptimizerKind::AdamW, 0.01, vs.variables().into_iter().collect());
     let (mean, std) = match objective {
         Objective::Values(values) => standardisation(values),
         Objective::Classes { .. } => (0.0, 1.0),
@@ -132,7 +135,9 @@ pub fn fine_tune(
                     )
                 }
             };
-            optimizer.backward_step(&loss);
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step(config.learning_rate, 1.0);
             total += loss.double_value(&[]);
             batches += 1;
             progress.inc(rows.len() as u64);

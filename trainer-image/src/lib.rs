@@ -9,6 +9,7 @@ pub mod embed;
 pub mod error;
 pub mod finetune;
 pub mod image_cells;
+pub mod optimizer;
 pub mod pipeline;
 pub mod predict;
 pub mod preprocess;

@@ -11,7 +11,7 @@
 
 pub mod averaging;
 pub mod mixed_precision;
-pub mod optimizer;
+pub use crate::optimizer;
 mod record;
 pub mod schedule;
 pub mod search;

@@ -2,12 +2,14 @@
 //! checkpoint holds it and a resumed trial continues with the same moments.
 //!
 //! The update rules are those of `torch.optim.AdamW` and `torch.optim.SGD(nesterov=True)`.
+//! The one optimizer of the trainer: the auto image trials and the embeddings pipeline's
+//! fine-tuning both step with it, so a fix in one is a fix in both.
 
 use std::collections::BTreeMap;
 
 use tch::Tensor;
 
-use super::space::OptimizerKind;
+use crate::pipeline::auto_image::space::OptimizerKind;
 
 const BETAS: (f64, f64) = (0.9, 0.999);
 const EPSILON: f64 = 1e-8;
