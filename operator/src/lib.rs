@@ -20,6 +20,7 @@ pub mod status_certificate;
 pub mod status_server;
 pub mod status_tls;
 pub mod store;
+mod trainer_pod;
 pub mod validate;
 pub mod web;
 
