@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::bundle::{ScoringBundle, write_predictions};
 use crate::embed::EmbedOptions;
 use crate::image_cells::{ImageCells, folder_of};
-use crate::pipeline::embeddings::bar;
+use crate::progress::bar;
 use crate::{Error, Result, device};
 
 #[derive(clap::Args, Debug)]

@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use kube::ResourceExt;
 use ocellus_crds::experiment::{Progress, TrialsSummary};
 use ocellus_crds::{Experiment, ExperimentStatus, TrainerReport};
@@ -69,4 +70,16 @@ pub fn finish(status: &ExperimentStatus) -> bool {
     status.progress =
         Some(Progress { stage: "Done".into(), percent: 100, eta_seconds: Some(0), ..Default::default() });
     run.reporter.finish(TrainerReport { status, final_: true })
+}
+
+/// A terminal progress bar for `length` items (images embedded, rows scored).
+pub fn bar(length: usize, message: &str) -> ProgressBar {
+    let progress = ProgressBar::new(length as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    progress.set_message(message.to_owned());
+    progress
 }

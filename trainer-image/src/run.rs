@@ -22,7 +22,8 @@ use ocellus_dataset::normalized::NormalizedDataset;
 use crate::backbone::Registry;
 use crate::embed::EmbedOptions;
 use crate::pipeline::auto_image::{self, AutoImageSettings};
-use crate::pipeline::embeddings::{self, Outcome, RunSettings};
+use crate::pipeline::Outcome;
+use crate::pipeline::embeddings::{self, RunSettings};
 use crate::{Error, Result, device, progress};
 
 #[derive(clap::Args, Debug)]

@@ -14,7 +14,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ocellus_crds::ExperimentStatus;
 use ocellus_crds::common::MetricValue;
 use ocellus_crds::dataset::ColumnType;
@@ -23,32 +22,28 @@ use ocellus_crds::experiment::{
     TrialsSummary,
 };
 use ocellus_dataset::normalized::{ColumnMeta, NormalizedDataset};
-use ocellus_dataset::split::split_indices;
 use ocellus_report::{Curve, FeatureKind, ImportanceGroup, RunRecord, TrialRecord};
 use ocellus_tabular::columns::TabularEncoder;
 use ocellus_tabular::gbm::{Gbm, GbmConfig, curve_metric};
 use ocellus_tabular::learner::{FittedModel, TrainingData};
 use ocellus_tabular::linear::{self, LinearConfig};
 use ocellus_tabular::matrix::Matrix;
-use ocellus_tabular::metrics::{Predictions, compare, evaluate, resolve_scorer, scorer_name};
+use ocellus_tabular::metrics::{compare, evaluate, scorer_name};
 use ocellus_tabular::pca::Pca;
 use ocellus_tabular::task::{Target, TaskKind};
 use serde_json::{Map, Value};
 use tch::Device;
 
 use crate::backbone::Registry;
-use crate::bundle::{
-    BundleParts, ImageFeature, Projection, ScoringBundle, project, tabular_error, write_bundle,
-    write_predictions,
-};
+use crate::bundle::{BundleParts, ImageFeature, Projection, ScoringBundle, project, tabular_error, write_bundle};
 use crate::embed::{EmbedOptions, Embeddings, ImageInput, embed};
 use crate::finetune::{FineTuneConfig, Objective, fine_tune};
 use crate::image_cells::ImageCells;
+use crate::pipeline::labelled::LabelledRows;
+use crate::pipeline::outcome::{Outcome, Scoring, artifact_locations, bundle_staging, install_bundle, score_test};
 use crate::pipeline::run_record;
+use crate::progress::bar;
 use crate::{Error, Result};
-
-/// Share of the labelled training rows used to fit; the rest validates.
-const FIT_PERCENT: i32 = 80;
 
 /// How the pipeline runs on this machine (not part of the Experiment).
 #[derive(Clone, Debug)]
@@ -59,13 +54,6 @@ pub struct RunSettings {
     /// the linear model's choice of strength).
     pub gbm_budget: Duration,
     pub cache_dir: std::path::PathBuf,
-}
-
-/// What the pipeline produced, in the shape of `Experiment.status`.
-pub struct Outcome {
-    pub status: ExperimentStatus,
-    /// What the report needs beyond the status (written as `DIR/run.json`).
-    pub record: RunRecord,
 }
 
 /// One candidate feature set and a model of one learner on it.
@@ -115,16 +103,7 @@ pub fn run(
         registry.manifest(architecture)?;
     }
 
-    // Labelled rows only; the target decides the task and the classes.
-    let all_rows = train.rows()?;
-    let rows: Vec<Map<String, Value>> =
-        all_rows.into_iter().filter(|row| row.get(&spec.target).is_some_and(|v| !v.is_null())).collect();
-    let target_values: Vec<Value> = rows.iter().map(|row| row[&spec.target].clone()).collect();
-    let target = Target::detect(&target_values, spec.task).map_err(tabular_error)?;
-    let y: Vec<f64> =
-        target_values.iter().map(|v| target.encode(v).expect("detected from these values")).collect();
-    let scorer = resolve_scorer(spec.scorer, target.task).map_err(tabular_error)?;
-    let (fit, valid) = fit_and_validation_rows(&target, &y, spec.seed);
+    let LabelledRows { rows, target, y, scorer, fit, valid } = LabelledRows::load(train, spec)?;
     if fit.is_empty() || valid.is_empty() {
         return Err(Error::bad_input(format!(
             "{} labelled rows are too few to fit and validate; the embeddings pipeline needs at least 10",
@@ -208,8 +187,7 @@ pub fn run(
     let best = &candidates[best_index];
 
     // The bundle, written aside and renamed into place.
-    let staging =
-        tempfile::Builder::new().prefix(".scoring.partial-").tempdir_in(out).map_err(Error::io(out))?;
+    let staging = bundle_staging(out)?;
     let bundle_dir = staging.path().join("scoring");
     let parts = BundleParts {
         experiment: name,
@@ -222,26 +200,17 @@ pub fn run(
     };
     write_bundle(&parts, &bundle_dir)?;
     let _ = std::fs::remove_dir_all(&work);
-    let final_bundle = out.join("scoring");
-    if final_bundle.exists() {
-        std::fs::remove_dir_all(&final_bundle).map_err(Error::io(&final_bundle))?;
-    }
-    std::fs::rename(&bundle_dir, &final_bundle).map_err(Error::io(&final_bundle))?;
+    let final_bundle = install_bundle(&bundle_dir, out)?;
 
     let mut metrics = Metrics { validation: best.validation.clone(), test: Vec::new() };
     let mut predictions_path = None;
     if let Some(test) = test {
         crate::progress::stage("ScoringTest", 92);
         let bundle = ScoringBundle::load(&final_bundle, settings.device)?;
-        let test_rows = test.rows()?;
-        let test_cells = ImageCells::new(&test.dir, &settings.cache_dir);
-        let progress = bar(test_rows.len(), "scoring the test rows");
-        let predictions = bundle.predict(&test_rows, &test_cells, &settings.embed, &progress)?;
-        progress.finish_and_clear();
-        let path = out.join("predictions.csv");
-        write_predictions(&path, &target, &predictions)?;
+        let scoring = Scoring { cache_dir: &settings.cache_dir, embed: &settings.embed };
+        let (test_metrics, path) = score_test(&bundle, test, &target, &spec.target, &scoring, out)?;
+        metrics.test = test_metrics;
         predictions_path = Some(path);
-        metrics.test = test_metrics(&target, &spec.target, &test_rows, &predictions)?;
     }
 
     let status = ExperimentStatus {
@@ -265,12 +234,7 @@ pub fn run(
             ..BestModel::default()
         }),
         trials: Some(trials_summary(&candidates, scorer, &spec.embeddings.architectures.join("+"))),
-        artifacts: Some(ocellus_crds::experiment::ArtifactLocations {
-            location: Some(out.display().to_string()),
-            scoring_bundle: Some(final_bundle.display().to_string()),
-            predictions: predictions_path.map(|p| p.display().to_string()),
-            report: None,
-        }),
+        artifacts: Some(artifact_locations(out, &final_bundle, predictions_path)),
         ..ExperimentStatus::default()
     };
     let image_names = image_columns.iter().map(|c| c.name.clone()).collect();
@@ -590,42 +554,6 @@ fn trials_summary(candidates: &[Candidate], scorer: Scorer, architecture: &str) 
     }
 }
 
-pub(crate) fn test_metrics(
-    target: &Target,
-    target_column: &str,
-    rows: &[Map<String, Value>],
-    predictions: &Predictions,
-) -> Result<Vec<MetricValue>> {
-    let labelled: Vec<usize> =
-        (0..rows.len()).filter(|&i| rows[i].get(target_column).is_some_and(|v| !v.is_null())).collect();
-    if labelled.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut y = Vec::with_capacity(labelled.len());
-    for &i in &labelled {
-        let value = &rows[i][target_column];
-        y.push(target.encode(value).ok_or_else(|| {
-            Error::bad_input(format!(
-                "test row {i}: target {value} is not a value the training data has ({}); \
-                 the test dataset must come from the same source",
-                if target.classes.is_empty() { "a number".to_owned() } else { target.classes.join(", ") }
-            ))
-        })?);
-    }
-    Ok(evaluate(target, &y, &select_predictions(predictions, &labelled)))
-}
-
-/// Splits labelled rows 80/20 into fit and validation rows, stratified by class for
-/// classification (class labels may be JSON numbers or strings: the encoded class is the stratum).
-pub(crate) fn fit_and_validation_rows(target: &Target, y: &[f64], seed: i64) -> (Vec<usize>, Vec<usize>) {
-    let keys: Vec<String> = y.iter().map(|v| v.to_string()).collect();
-    let strata: Vec<Option<&str>> = match target.task {
-        TaskKind::Regression => vec![None; y.len()],
-        _ => keys.iter().map(|k| Some(k.as_str())).collect(),
-    };
-    split_indices(&strata, FIT_PERCENT, seed)
-}
-
 fn find_target<'a>(columns: &'a [ColumnMeta], target: &str, dir: &Path) -> Result<&'a ColumnMeta> {
     columns.iter().find(|c| c.name == target).ok_or_else(|| {
         Error::bad_input(format!(
@@ -656,23 +584,3 @@ fn safe_file_name(column: &str) -> String {
     column.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
-pub fn bar(length: usize, message: &str) -> ProgressBar {
-    let progress = ProgressBar::new(length as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    progress.set_message(message.to_owned());
-    progress
-}
-
-fn select_predictions(predictions: &Predictions, rows: &[usize]) -> Predictions {
-    match predictions {
-        Predictions::Regression(values) => Predictions::Regression(rows.iter().map(|&i| values[i]).collect()),
-        Predictions::Probabilities { classes, .. } => Predictions::Probabilities {
-            classes: *classes,
-            data: rows.iter().flat_map(|&i| predictions.probabilities(i).iter().copied()).collect(),
-        },
-    }
-}

@@ -2,6 +2,10 @@
 
 pub mod auto_image;
 pub mod embeddings;
+mod labelled;
+mod outcome;
+
+pub use outcome::Outcome;
 
 use ocellus_crds::experiment::{Experiment, Pipeline, Scorer};
 use ocellus_dataset::normalized::NormalizedDataset;

@@ -24,13 +24,13 @@ use std::time::Duration;
 use ocellus_crds::ExperimentStatus;
 use ocellus_crds::dataset::ColumnType;
 use ocellus_crds::experiment::{
-    ArtifactLocations, BestModel, Experiment, Metrics, Pipeline, TrialSummary, TrialsSummary,
+    BestModel, Experiment, Metrics, Pipeline, TrialSummary, TrialsSummary,
 };
 use ocellus_dataset::normalized::NormalizedDataset;
 use ocellus_report::RunRecord;
-use ocellus_tabular::metrics::{evaluate, resolve_scorer, scorer_name};
+use ocellus_tabular::metrics::{evaluate, scorer_name};
 use ocellus_tabular::task::{Target, TaskKind};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tch::Device;
 
 use self::search::{SearchSettings, TrialView, trial_dir};
@@ -39,14 +39,14 @@ use ocellus_tabular::metrics::{compare, is_better};
 
 use self::trial::{TrialData, checkpoint_name, eval_preprocess};
 use crate::backbone::Registry;
-use crate::bundle::{
-    NetworkBundleParts, NetworkModel, ScoringBundle, tabular_error, write_network_bundle, write_predictions,
-};
+use crate::bundle::{NetworkBundleParts, NetworkModel, ScoringBundle, write_network_bundle};
 use crate::embed::{EmbedOptions, ImageInput};
 use crate::finetune::{LinearProjection, standardisation};
 use crate::image_cells::ImageCells;
-use crate::pipeline::embeddings::{Outcome, bar, fit_and_validation_rows, test_metrics};
+use crate::pipeline::labelled::LabelledRows;
+use crate::pipeline::outcome::{Outcome, Scoring, artifact_locations, bundle_staging, install_bundle, score_test};
 use crate::pipeline::run_record;
+use crate::progress::bar;
 use ocellus_dataset::json_file;
 use crate::{Error, Result};
 
@@ -85,15 +85,11 @@ pub fn run(
     let image_column = check_columns(train, &spec.target)?;
     let architectures = allowed_architectures(registry, &auto.architectures)?;
 
-    let rows: Vec<Map<String, Value>> =
-        train.rows()?.into_iter().filter(|row| row.get(&spec.target).is_some_and(|v| !v.is_null())).collect();
-    let target_values: Vec<Value> = rows.iter().map(|row| row[&spec.target].clone()).collect();
-    let target = Target::detect(&target_values, spec.task).map_err(tabular_error)?;
-    let y: Vec<f64> =
-        target_values.iter().map(|v| target.encode(v).expect("detected from these values")).collect();
-    let scorer = resolve_scorer(spec.scorer, target.task).map_err(tabular_error)?;
+    let labelled = LabelledRows::load(train, spec)?;
+    // The final model is scored on these through its bundle, as the test rows are.
+    let valid_rows = labelled.valid_rows();
+    let LabelledRows { rows, target, y, scorer, fit, valid } = labelled;
     check_rows_per_class(&target, &y)?;
-    let (fit, valid) = fit_and_validation_rows(&target, &y, spec.seed);
     if fit.len() < 4 || valid.is_empty() {
         return Err(Error::bad_input(format!(
             "{} labelled rows are too few to fit and validate a network; give at least 10",
@@ -243,8 +239,7 @@ pub fn run(
         Some(averaged) => averaged.save(&best_dir)?,
         None => best_dir.join(checkpoint_name(best_epoch)),
     };
-    let staging =
-        tempfile::Builder::new().prefix(".scoring.partial-").tempdir_in(out).map_err(Error::io(out))?;
+    let staging = bundle_staging(out)?;
     let backbone_name = format!("auto_{}", best.config.architecture);
     let backbone_dir = staging.path().join("network").join(&backbone_name);
     let head = export_network(&checkpoint, &manifest, &best.config, &data, &backbone_dir)?;
@@ -268,15 +263,10 @@ pub fn run(
         },
         &bundle_dir,
     )?;
-    let final_bundle = out.join("scoring");
-    if final_bundle.exists() {
-        std::fs::remove_dir_all(&final_bundle).map_err(Error::io(&final_bundle))?;
-    }
-    std::fs::rename(&bundle_dir, &final_bundle).map_err(Error::io(&final_bundle))?;
+    let final_bundle = install_bundle(&bundle_dir, out)?;
 
     // Validation metrics of the final model, through the bundle.
     let bundle = ScoringBundle::load(&final_bundle, settings.device)?;
-    let valid_rows: Vec<Map<String, Value>> = valid.iter().map(|&i| rows[i].clone()).collect();
     let progress = bar(valid_rows.len(), "scoring the validation rows");
     let valid_predictions = bundle.predict(&valid_rows, &cells, &settings.embed, &progress)?;
     progress.finish_and_clear();
@@ -285,15 +275,10 @@ pub fn run(
         Metrics { validation: evaluate(&target, &y_valid, &valid_predictions), test: Vec::new() };
     let mut predictions_path = None;
     if let Some(test) = test {
-        let test_rows = test.rows()?;
-        let test_cells = ImageCells::new(&test.dir, &settings.cache_dir);
-        let progress = bar(test_rows.len(), "scoring the test rows");
-        let predictions = bundle.predict(&test_rows, &test_cells, &settings.embed, &progress)?;
-        progress.finish_and_clear();
-        let path = out.join("predictions.csv");
-        write_predictions(&path, &target, &predictions)?;
+        let scoring = Scoring { cache_dir: &settings.cache_dir, embed: &settings.embed };
+        let (test_metrics, path) = score_test(&bundle, test, &target, &spec.target, &scoring, out)?;
+        metrics.test = test_metrics;
         predictions_path = Some(path);
-        metrics.test = test_metrics(&target, &spec.target, &test_rows, &predictions)?;
     }
     let score = metrics.validation.iter().find(|m| m.name == scorer_name(scorer)).map(|m| m.value);
     let config = &best.config;
@@ -324,12 +309,7 @@ pub fn run(
             ..BestModel::default()
         }),
         trials: Some(trials_summary(&trials, scorer)),
-        artifacts: Some(ArtifactLocations {
-            location: Some(out.display().to_string()),
-            scoring_bundle: Some(final_bundle.display().to_string()),
-            predictions: predictions_path.map(|p| p.display().to_string()),
-            report: None,
-        }),
+        artifacts: Some(artifact_locations(out, &final_bundle, predictions_path)),
         ..ExperimentStatus::default()
     };
     json_file::write(&work.join("history.json"), &history(&trials))?;
