@@ -207,7 +207,7 @@ fn write_manifest_with_digests(dir: &Path, mut manifest: BundleManifest) -> Resu
         let relative = path.strip_prefix(dir).expect("walk stays inside").to_string_lossy().into_owned();
         manifest.files.insert(relative, ocellus_dataset::digest::sha256_file(&path)?);
     }
-    json_file::write(&dir.join("bundle.json"), &manifest)
+    Ok(json_file::write(&dir.join("bundle.json"), &manifest)?)
 }
 
 /// A loaded bundle, ready to score rows.

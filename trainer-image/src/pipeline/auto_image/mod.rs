@@ -458,7 +458,7 @@ fn prepare_work(work: &Path, data: &TrialData) -> Result<()> {
         std::fs::remove_dir_all(work).map_err(Error::io(work))?;
     }
     std::fs::create_dir_all(work).map_err(Error::io(work))?;
-    json_file::write(&path, data)
+    Ok(json_file::write(&path, data)?)
 }
 
 fn best_trial(trials: &[TrialView], scorer: ocellus_crds::experiment::Scorer) -> Option<&TrialView> {
