@@ -19,10 +19,10 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use crate::augment::Augmenter;
-use crate::optimizer::Optimizer;
-use crate::pipeline::auto_image::space::OptimizerKind;
 use crate::backbone::{BackboneManifest, Registry};
 use crate::embed::ImageInput;
+use crate::optimizer::Optimizer;
+use crate::pipeline::auto_image::space::OptimizerKind;
 use crate::preprocess::{Preprocess, batch_tensor};
 use crate::{Error, Result};
 

@@ -21,8 +21,8 @@ use ocellus_dataset::normalized::NormalizedDataset;
 
 use crate::backbone::Registry;
 use crate::embed::EmbedOptions;
-use crate::pipeline::auto_image::{self, AutoImageSettings};
 use crate::pipeline::Outcome;
+use crate::pipeline::auto_image::{self, AutoImageSettings};
 use crate::pipeline::embeddings::{self, RunSettings};
 use crate::{Error, Result, device, progress};
 

@@ -230,10 +230,10 @@ fn killed_at_random_moments_resumes_and_finishes(set: &str, example: &str, test_
 fn a_trial_keeps_its_top_epochs_and_their_average_is_their_mean_weights() {
     use ocellus_trainer::backbone::Registry;
     use ocellus_trainer::pipeline::auto_image::averaging::{average_top_checkpoints, top_epochs};
+    use ocellus_trainer::pipeline::auto_image::checkpoint::{checkpoint_name, load_head};
     use ocellus_trainer::pipeline::auto_image::space::SearchSpace;
     use ocellus_trainer::pipeline::auto_image::trial::{
-        Network, TrialData, TrialRun, checkpoint_name, eval_preprocess, forward_rows, load_head, now_seconds,
-        run_trial,
+        Network, TrialData, TrialRun, eval_preprocess, forward_rows, now_seconds, run_trial,
     };
 
     let _exclusive = exclusive();

@@ -34,9 +34,8 @@ pub fn write(path: &Path, value: &impl Serialize) -> Result<()> {
 
 /// Reads and parses `path`; a file that does not parse is [`Error::Json`].
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    read_if_present(path)?.ok_or_else(|| {
-        Error::io(path)(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
-    })
+    read_if_present(path)?
+        .ok_or_else(|| Error::io(path)(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")))
 }
 
 /// Like [`read`], but an absent file is `None`.

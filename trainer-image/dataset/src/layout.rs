@@ -235,7 +235,9 @@ const SPLIT_FOLDER_NAMES: [&str; 5] = ["train", "test", "val", "valid", "validat
 fn refuse_split_folders(dir: &Path, items: &[Item]) -> Result<()> {
     let folders: Vec<&Item> = items.iter().filter(|item| item.kind == ItemKind::Dir).collect();
     let all_split_names = !folders.is_empty()
-        && folders.iter().all(|folder| SPLIT_FOLDER_NAMES.contains(&folder.name.to_ascii_lowercase().as_str()));
+        && folders
+            .iter()
+            .all(|folder| SPLIT_FOLDER_NAMES.contains(&folder.name.to_ascii_lowercase().as_str()));
     if !all_split_names {
         return Ok(());
     }

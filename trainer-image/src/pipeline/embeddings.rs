@@ -35,12 +35,16 @@ use serde_json::{Map, Value};
 use tch::Device;
 
 use crate::backbone::Registry;
-use crate::bundle::{BundleParts, ImageFeature, Projection, ScoringBundle, project, tabular_error, write_bundle};
+use crate::bundle::{
+    BundleParts, ImageFeature, Projection, ScoringBundle, project, tabular_error, write_bundle,
+};
 use crate::embed::{EmbedOptions, Embeddings, ImageInput, embed};
 use crate::finetune::{FineTuneConfig, Objective, fine_tune};
 use crate::image_cells::ImageCells;
 use crate::pipeline::labelled::LabelledRows;
-use crate::pipeline::outcome::{Outcome, Scoring, artifact_locations, bundle_staging, install_bundle, score_test};
+use crate::pipeline::outcome::{
+    self, Outcome, Scoring, artifact_locations, bundle_staging, install_bundle, score_test,
+};
 use crate::pipeline::run_record;
 use crate::progress::bar;
 use crate::{Error, Result};
@@ -532,26 +536,15 @@ fn best_candidate(candidates: &[Candidate], scorer: Scorer) -> usize {
 }
 
 fn trials_summary(candidates: &[Candidate], scorer: Scorer, architecture: &str) -> TrialsSummary {
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by(|&a, &b| compare(scorer, candidates[a].score, candidates[b].score));
-    TrialsSummary {
-        total: candidates.len() as i32,
-        completed: candidates.len() as i32,
-        pruned: 0,
-        failed: 0,
-        top: order
-            .into_iter()
-            .take(10)
-            .map(|i| TrialSummary {
-                id: i as i32,
-                score: Some(candidates[i].score),
-                architecture: Some(architecture.to_owned()),
-                embedding_dimension: Some(candidates[i].dimension),
-                learner: Some(candidates[i].model.name().into()),
-                ..TrialSummary::default()
-            })
-            .collect(),
-    }
+    let all = candidates.iter().enumerate().map(|(i, candidate)| TrialSummary {
+        id: i as i32,
+        score: Some(candidate.score),
+        architecture: Some(architecture.to_owned()),
+        embedding_dimension: Some(candidate.dimension),
+        learner: Some(candidate.model.name().into()),
+        ..TrialSummary::default()
+    });
+    outcome::trials_summary(scorer, (candidates.len(), candidates.len(), 0), all)
 }
 
 fn find_target<'a>(columns: &'a [ColumnMeta], target: &str, dir: &Path) -> Result<&'a ColumnMeta> {
@@ -583,4 +576,3 @@ fn column_list(columns: &[ColumnMeta]) -> String {
 fn safe_file_name(column: &str) -> String {
     column.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
-

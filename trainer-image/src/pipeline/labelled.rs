@@ -28,8 +28,11 @@ pub(crate) struct LabelledRows {
 impl LabelledRows {
     /// The labelled rows of `train`; the target's values decide the task and the classes.
     pub(crate) fn load(train: &NormalizedDataset, spec: &ExperimentSpec) -> Result<Self> {
-        let rows: Vec<Map<String, Value>> =
-            train.rows()?.into_iter().filter(|row| row.get(&spec.target).is_some_and(|v| !v.is_null())).collect();
+        let rows: Vec<Map<String, Value>> = train
+            .rows()?
+            .into_iter()
+            .filter(|row| row.get(&spec.target).is_some_and(|v| !v.is_null()))
+            .collect();
         let target_values: Vec<Value> = rows.iter().map(|row| row[&spec.target].clone()).collect();
         let target = Target::detect(&target_values, spec.task).map_err(tabular_error)?;
         let y: Vec<f64> =

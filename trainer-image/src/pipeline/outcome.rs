@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use ocellus_crds::ExperimentStatus;
 use ocellus_crds::common::MetricValue;
-use ocellus_crds::experiment::ArtifactLocations;
+use ocellus_crds::experiment::{ArtifactLocations, Scorer, TrialSummary, TrialsSummary};
 use ocellus_dataset::normalized::NormalizedDataset;
 use ocellus_report::RunRecord;
-use ocellus_tabular::metrics::{Predictions, evaluate};
+use ocellus_tabular::metrics::{Predictions, compare, evaluate};
 use ocellus_tabular::task::Target;
 use serde_json::{Map, Value};
 
@@ -22,6 +22,30 @@ pub struct Outcome {
     pub status: ExperimentStatus,
     /// What the report needs beyond the status (written as `DIR/run.json`).
     pub record: RunRecord,
+}
+
+/// How many trials `status.trials.top` lists (the schema's limit).
+const TOP_TRIALS: usize = 10;
+
+/// `status.trials`: the counts, and the scored trials best first (ties by id), at most
+/// [`TOP_TRIALS`] of them.
+pub(crate) fn trials_summary(
+    scorer: Scorer,
+    (total, completed, pruned): (usize, usize, usize),
+    trials: impl IntoIterator<Item = TrialSummary>,
+) -> TrialsSummary {
+    let mut scored: Vec<TrialSummary> = trials.into_iter().filter(|t| t.score.is_some()).collect();
+    scored.sort_by(|a, b| {
+        compare(scorer, a.score.unwrap_or(f64::NAN), b.score.unwrap_or(f64::NAN)).then(a.id.cmp(&b.id))
+    });
+    scored.truncate(TOP_TRIALS);
+    TrialsSummary {
+        total: total as i32,
+        completed: completed as i32,
+        pruned: pruned as i32,
+        failed: 0,
+        top: scored,
+    }
 }
 
 /// A folder beside `out/scoring` to write the new bundle (and what it is built from) into.
@@ -66,7 +90,11 @@ pub(crate) fn score_test(
 }
 
 /// Where the run's outputs are, before an artifact store moves them.
-pub(crate) fn artifact_locations(out: &Path, bundle: &Path, predictions: Option<PathBuf>) -> ArtifactLocations {
+pub(crate) fn artifact_locations(
+    out: &Path,
+    bundle: &Path,
+    predictions: Option<PathBuf>,
+) -> ArtifactLocations {
     ArtifactLocations {
         location: Some(out.display().to_string()),
         scoring_bundle: Some(bundle.display().to_string()),

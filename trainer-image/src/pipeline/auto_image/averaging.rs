@@ -14,11 +14,9 @@ use std::path::{Path, PathBuf};
 use ocellus_tabular::metrics::{compare, evaluate, is_better, scorer_name};
 use tch::Device;
 
+use super::checkpoint::{checkpoint_name, load_head, save_head};
 use super::space::TrialConfig;
-use super::trial::{
-    Network, TrialData, TrialState, checkpoint_name, eval_preprocess, forward_rows, load_head, predict,
-    save_head,
-};
+use super::trial::{Network, TrialData, TrialState, eval_preprocess, forward_rows, predict};
 use crate::backbone::BackboneManifest;
 use crate::{Error, Result};
 

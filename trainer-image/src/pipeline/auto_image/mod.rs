@@ -10,6 +10,7 @@
 //!    the same code `ocellus predict` runs.
 
 pub mod averaging;
+pub mod checkpoint;
 pub mod mixed_precision;
 pub use crate::optimizer;
 mod record;
@@ -23,9 +24,7 @@ use std::time::Duration;
 
 use ocellus_crds::ExperimentStatus;
 use ocellus_crds::dataset::ColumnType;
-use ocellus_crds::experiment::{
-    BestModel, Experiment, Metrics, Pipeline, TrialSummary, TrialsSummary,
-};
+use ocellus_crds::experiment::{BestModel, Experiment, Metrics, Pipeline, TrialSummary, TrialsSummary};
 use ocellus_dataset::normalized::NormalizedDataset;
 use ocellus_report::RunRecord;
 use ocellus_tabular::metrics::{evaluate, scorer_name};
@@ -35,25 +34,26 @@ use tch::Device;
 
 use self::search::{SearchSettings, TrialView, trial_dir};
 use self::space::{SearchSpace, TrialConfig};
-use ocellus_tabular::metrics::{compare, is_better};
+use ocellus_tabular::metrics::is_better;
 
-use self::trial::{TrialData, checkpoint_name, eval_preprocess};
+use self::checkpoint::checkpoint_name;
+use self::trial::{TrialData, eval_preprocess};
 use crate::backbone::Registry;
 use crate::bundle::{NetworkBundleParts, NetworkModel, ScoringBundle, write_network_bundle};
 use crate::embed::{EmbedOptions, ImageInput};
 use crate::finetune::{LinearProjection, standardisation};
 use crate::image_cells::ImageCells;
 use crate::pipeline::labelled::LabelledRows;
-use crate::pipeline::outcome::{Outcome, Scoring, artifact_locations, bundle_staging, install_bundle, score_test};
+use crate::pipeline::outcome::{
+    Outcome, Scoring, artifact_locations, bundle_staging, install_bundle, score_test,
+};
 use crate::pipeline::run_record;
 use crate::progress::bar;
-use ocellus_dataset::json_file;
 use crate::{Error, Result};
+use ocellus_dataset::json_file;
 
 /// Each class needs this many labelled rows, so the validation rows hold at least one of each.
 const MIN_ROWS_PER_CLASS: usize = 5;
-/// The top trials listed in the status; the full history stays in `DIR/trials/`.
-const TOP_TRIALS: usize = 10;
 /// What averaging the top checkpoints costs, in epochs of the best trial: a forward pass over
 /// the fit rows (BatchNorm statistics) and one over the validation rows.
 const AVERAGING_EPOCHS: f64 = 0.5;
@@ -502,7 +502,7 @@ fn export_network(
         ..manifest.clone()
     };
     json_file::write(&folder.join("manifest.json"), &exported)?;
-    let (weight, bias) = trial::read_head(checkpoint)?;
+    let (weight, bias) = checkpoint::read_head(checkpoint)?;
     let values = |t: tch::Tensor| Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).view(-1));
     Ok(LinearProjection {
         input_dim: manifest.feature_dim as usize,
@@ -534,30 +534,17 @@ pub(crate) fn trials_summary(
     trials: &[TrialView],
     scorer: ocellus_crds::experiment::Scorer,
 ) -> TrialsSummary {
-    let mut scored: Vec<&TrialView> = trials.iter().filter(|t| t.state.best_score.is_some()).collect();
-    scored.sort_by(|a, b| {
-        compare(scorer, a.state.best_score.unwrap_or(f64::NAN), b.state.best_score.unwrap_or(f64::NAN))
-    });
     let (completed, pruned) = search::outcome_counts(trials);
-    TrialsSummary {
-        total: trials.len() as i32,
-        completed: completed as i32,
-        pruned: pruned as i32,
-        failed: 0,
-        top: scored
-            .into_iter()
-            .take(TOP_TRIALS)
-            .map(|t| TrialSummary {
-                id: t.config.id as i32,
-                score: t.state.best_score,
-                architecture: Some(t.config.architecture.clone()),
-                input_size: Some(t.config.input_size as i32),
-                learning_rate: Some(t.config.learning_rate),
-                epochs: Some(t.state.epochs_done as i32),
-                ..TrialSummary::default()
-            })
-            .collect(),
-    }
+    let all = trials.iter().map(|t| TrialSummary {
+        id: t.config.id as i32,
+        score: t.state.best_score,
+        architecture: Some(t.config.architecture.clone()),
+        input_size: Some(t.config.input_size as i32),
+        learning_rate: Some(t.config.learning_rate),
+        epochs: Some(t.state.epochs_done as i32),
+        ..TrialSummary::default()
+    });
+    super::outcome::trials_summary(scorer, (trials.len(), completed, pruned), all)
 }
 
 fn history(trials: &[TrialView]) -> Vec<Value> {

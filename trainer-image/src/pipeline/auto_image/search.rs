@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::space::TrialConfig;
 use ocellus_tabular::metrics::{compare, is_better};
 
-use super::trial::{StopReason, TrialState, read_state};
-use ocellus_dataset::json_file;
+use super::checkpoint::read_state;
+use super::trial::{StopReason, TrialState};
 use crate::{Error, Result};
+use ocellus_dataset::json_file;
 
 pub const REDUCTION: usize = 3;
 

@@ -15,9 +15,8 @@
 //! ```
 //! A trial keeps its latest checkpoint whole (to resume) and the network of its top epochs
 //! (model.pt + head.ot, for [`super::averaging`]).
-//! A checkpoint folder is written under a temporary name and renamed into place, then
-//! state.json (written the same way) points at it: a kill at any moment leaves either the old
-//! state or the new one, never a half-written file that would be read back.
+//! How those files are written so that a kill never leaves a half-written one is
+//! [`super::checkpoint`]'s.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use image::RgbImage;
-use ocellus_crds::contract::run_folder::{CHECKPOINT_PREFIX, TRIAL_STATE_FILE};
+use ocellus_crds::contract::run_folder::TRIAL_STATE_FILE;
 use ocellus_crds::experiment::Scorer;
 use ocellus_tabular::metrics::{Predictions, evaluate, is_better, scorer_name};
 use ocellus_tabular::task::{Target, TaskKind};
@@ -36,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-use super::averaging::top_epochs;
+use super::checkpoint::{load_head, read_state, remove_partial_checkpoints, write_checkpoint};
 use super::mixed_precision::LossScaler;
 use super::optimizer::Optimizer;
 use super::schedule::learning_rate;
@@ -44,8 +43,8 @@ use super::space::{AugmentPolicy, TrialConfig};
 use crate::augment::{Augmenter, CropStrategy, TrivialAugment};
 use crate::backbone::{BackboneManifest, Registry};
 use crate::preprocess::{Preprocess, batch_tensor};
-use ocellus_dataset::json_file;
 use crate::{Error, Result};
+use ocellus_dataset::json_file;
 
 /// Everything trials share, written once by the search.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -128,22 +127,6 @@ impl TrialState {
 
 pub fn better_of(scorer: Scorer, a: f64, b: f64) -> f64 {
     if is_better(scorer, b, a) { b } else { a }
-}
-
-pub fn checkpoint_name(epoch: usize) -> String {
-    format!("{CHECKPOINT_PREFIX}{epoch:04}")
-}
-
-pub fn read_state(dir: &Path) -> Result<TrialState> {
-    let path = dir.join(TRIAL_STATE_FILE);
-    match json_file::read_if_present(&path) {
-        Ok(state) => Ok(state.unwrap_or_default()),
-        Err(ocellus_dataset::Error::Json { source, .. }) => Err(Error::Internal(format!(
-            "{}: unreadable trial state ({source}); delete the trial folder",
-            path.display()
-        ))),
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// How the validation rows and the scoring bundle see an image under a crop strategy.
@@ -454,91 +437,6 @@ pub fn forward_rows(
 
 fn decode(path: &Path) -> Result<RgbImage> {
     Ok(crate::preprocess::open_image(path)?.to_rgb8())
-}
-
-fn write_checkpoint(
-    dir: &Path,
-    network: &Network,
-    (optimizer, scaler): (&Optimizer, &LossScaler),
-    state: &mut TrialState,
-    scorer: Scorer,
-) -> Result<()> {
-    let name = checkpoint_name(state.epochs_done);
-    let partial = dir.join(format!(".{name}.partial"));
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial).map_err(Error::io(&partial))?;
-    network.module.save(partial.join("model.pt"))?;
-    save_head(&partial, network)?;
-    let mut tensors = optimizer.state();
-    if scaler.enabled() {
-        tensors.extend(scaler.state());
-    }
-    Tensor::save_multi(
-        &tensors.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(),
-        partial.join("train.ot"),
-    )?;
-    for file in ["model.pt", "head.ot", "train.ot"] {
-        let path = partial.join(file);
-        std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(Error::io(&path))?;
-    }
-    let folder = dir.join(&name);
-    let _ = std::fs::remove_dir_all(&folder);
-    std::fs::rename(&partial, &folder).map_err(Error::io(&folder))?;
-    state.checkpoint = Some(name);
-    json_file::write(&dir.join(TRIAL_STATE_FILE), state)?;
-    // The latest checkpoint stays whole (to resume); the top epochs keep their network (the
-    // model, and what averaging needs); the rest goes.
-    let top: Vec<String> = top_epochs(state, scorer).into_iter().map(checkpoint_name).collect();
-    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))?.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        if !file_name.starts_with(CHECKPOINT_PREFIX)
-            || state.checkpoint.as_deref() == Some(file_name.as_str())
-        {
-            continue;
-        }
-        if top.contains(&file_name) {
-            let _ = std::fs::remove_file(entry.path().join("train.ot"));
-        } else {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    Ok(())
-}
-
-/// Saves the linear head as `head.ot` in `folder`.
-pub fn save_head(folder: &Path, network: &Network) -> Result<()> {
-    let bias = network.head.bs.as_ref().expect("the head has a bias");
-    Tensor::save_multi(&[("head.weight", &network.head.ws), ("head.bias", bias)], folder.join("head.ot"))?;
-    Ok(())
-}
-
-/// The head of a checkpoint folder (`head.ot`, or `train.ot` in checkpoints of earlier versions).
-pub fn read_head(folder: &Path) -> Result<(Tensor, Tensor)> {
-    let file = ["head.ot", "train.ot"].into_iter().map(|f| folder.join(f)).find(|p| p.is_file());
-    let file = file.ok_or_else(|| Error::Internal(format!("{}: no head.ot", folder.display())))?;
-    let mut saved: BTreeMap<String, Tensor> = Tensor::load_multi(&file)?.into_iter().collect();
-    let mut take = |name: &str| {
-        saved.remove(name).ok_or_else(|| Error::Internal(format!("{}: no {name}", file.display())))
-    };
-    Ok((take("head.weight")?, take("head.bias")?))
-}
-
-/// Loads a checkpoint's head into `network`.
-pub fn load_head(folder: &Path, network: &mut Network) -> Result<()> {
-    let (weight, bias) = read_head(folder)?;
-    let _guard = tch::no_grad_guard();
-    network.head.ws.copy_(&weight);
-    network.head.bs.as_mut().expect("the head has a bias").copy_(&bias);
-    Ok(())
-}
-
-fn remove_partial_checkpoints(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))?.flatten() {
-        if entry.file_name().to_string_lossy().ends_with(".partial") {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    Ok(())
 }
 
 /// Training batches: shuffled fit rows, cropped and augmented on a background thread while the
