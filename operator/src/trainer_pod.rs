@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{
-    JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
-    PodFailurePolicyRule,
+    JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar,
@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::config::Config;
 use crate::jobs::{
-    BACKOFF_LIMIT, CONTAINER, EXIT_BAD_INPUT, MANIFEST_ANNOTATION, STATUS_CA_ANNOTATION, TRAINER_SERVICE_ACCOUNT,
-    managed_labels,
+    BACKOFF_LIMIT, CONTAINER, EXIT_BAD_INPUT, MANIFEST_ANNOTATION, STATUS_CA_ANNOTATION,
+    TRAINER_SERVICE_ACCOUNT, managed_labels,
 };
 
 /// UID and GID trainer pods run as (the distroless `nonroot` user).

@@ -50,7 +50,7 @@ start_store() {
     if [ ! -f "$STATE/s3.env" ]; then
         cat > "$STATE/s3.env" <<EOF
 S3_PORT=$(free_port)
-AWS_ACCESS_KEY_ID=ocellus-dev
+AWS_ACCESS_KEY_ID=ocellus-dev-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d " \n")
 AWS_SECRET_ACCESS_KEY=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 EOF
     fi

@@ -321,6 +321,7 @@ spec:
         .unwrap();
     assert!(predict.status.success(), "{}", text(&predict));
     assert_eq!(std::fs::read_to_string(&output_csv).unwrap(), stored, "predict reproduces the run");
+    the_store_credentials_appear_nowhere(&cluster);
 
     // deletionPolicy Delete: the Experiment goes only after its artifacts left the store.
     let fine_tuned = experiments[1]["status"]["artifacts"]["location"].as_str().unwrap().to_owned();
@@ -339,6 +340,29 @@ spec:
     faults::a_namespace_deleted_with_a_running_experiment_goes(&cluster);
 
     helm_upgrade_rolls_the_operator_and_uninstall_keeps_the_crds(&cluster);
+}
+
+/// The store's keys, given to the chart in a Secret, are in no status, Event, Job, Pod or
+/// ConfigMap, and in no pod's log (the operator's and every trainer's).
+fn the_store_credentials_appear_nowhere(cluster: &Cluster) {
+    let secrets = [cluster.var("AWS_ACCESS_KEY_ID"), cluster.var("AWS_SECRET_ACCESS_KEY")];
+    let kinds = "datasets,experiments,jobs,pods,events,configmaps,services,deployments";
+    let objects = cluster.kubectl(&["get", kinds, "-A", "-o", "json"]);
+    assert!(objects.status.success(), "{}", text(&objects));
+    let mut places =
+        vec![("the API objects".to_owned(), String::from_utf8_lossy(&objects.stdout).into_owned())];
+    let pods = Path::new(cluster.var("OCELLUS_NODE_STATE_DIR")).join("pods");
+    let logs: Vec<PathBuf> =
+        walk(&pods).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    assert!(logs.iter().any(|p| p.ends_with("operator.log")), "the operator's log is among {logs:?}");
+    places.extend(
+        logs.iter().map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap_or_default())),
+    );
+    for secret in secrets {
+        for (place, content) in &places {
+            assert!(!content.contains(secret), "a store key is in {place}");
+        }
+    }
 }
 
 /// `helm upgrade` of one value rolls the operator; `helm uninstall` leaves the CRDs and the
