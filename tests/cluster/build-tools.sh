@@ -4,12 +4,13 @@
 #   kubernetes/  kube-apiserver kube-controller-manager kube-scheduler kubectl
 #   etcd/        etcd
 #   helm/        helm
+#   kueue/       kueue (Kueue's manager, for the queued-GPU e2e)
 # Sources come from the Go module proxy through `go`; the caches are Go's
 # defaults (GOCACHE, GOMODCACHE, outside the repository), so a second build on
 # the same machine is fast. A module whose go.mod/go.sum, Go version and build
 # flags are unchanged and whose binaries exist is skipped (stamp file per module).
 #
-# Usage: tests/cluster/build-tools.sh [kubernetes|etcd|helm ...]   (default: all)
+# Usage: tests/cluster/build-tools.sh [kubernetes|etcd|helm|kueue ...]   (default: all)
 # Environment: OCELLUS_TOOLS_BIN (default <repo>/.tools/bin), GO_BUILD_P (default 2),
 #              OCELLUS_TOOLS_FORCE=1 to rebuild regardless of stamps.
 set -euo pipefail
@@ -84,13 +85,17 @@ build_helm() {
         helm=helm.sh/helm/v3/cmd/helm
 }
 
+build_kueue() {
+    build kueue "" kueue=sigs.k8s.io/kueue/cmd/kueue
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd kubernetes helm)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd kubernetes helm kueue)
 total=$SECONDS
 for t in "${targets[@]}"; do
     case "$t" in
-        kubernetes|etcd|helm) "build_$t" ;;
-        *) echo "build-tools: unknown target $t (kubernetes, etcd, helm)" >&2; exit 2 ;;
+        kubernetes|etcd|helm|kueue) "build_$t" ;;
+        *) echo "build-tools: unknown target $t (kubernetes, etcd, helm, kueue)" >&2; exit 2 ;;
     esac
 done
 echo "build-tools: done in $((SECONDS - total))s; binaries in $BIN"
