@@ -472,10 +472,10 @@ async fn a_queued_job_is_stopped_and_resumed_through_its_kueue_workload() {
 /// Under Kueue, `spec.suspend` sets the Workload's `spec.active`; the Job's own `suspend` is
 /// Kueue's and is never patched.
 async fn queued_suspend_and_resume() -> Vec<Seen> {
-    const WORKLOADS: &str = "/apis/kueue.x-k8s.io/v1beta1/namespaces/ml/workloads";
+    const WORKLOADS: &str = "/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/workloads";
     let workloads = |active: bool| {
-        json!({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "WorkloadList", "metadata": {}, "items": [
-            {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "Workload",
+        json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "WorkloadList", "metadata": {}, "items": [
+            {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload",
              "metadata": {"name": "job-cats-exp-train-3f2a1", "namespace": "ml"}, "spec": {"active": active}}]})
     };
     let mut queued = Experiment::test();
@@ -497,19 +497,57 @@ async fn queued_suspend_and_resume() -> Vec<Seen> {
     let (_, mut seen) = world.reconcile_experiment(&stopped, script).await;
     assert!(!seen.iter().any(|s| s.path.starts_with(JOBS)), "the Job's suspend is Kueue's: {seen:?}");
     // Kueue suspended the Job; `suspend: false` activates the Workload again.
+    let mut pending = workloads(true);
+    pending["items"][0]["status"] = json!({"conditions": [{"type": "QuotaReserved", "status": "False",
+        "reason": "Pending", "message": "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor default-flavor, 1 more needed"}]});
     let mut evicted = admitted;
     evicted.spec.as_mut().unwrap().suspend = Some(true);
     let script = vec![
         Expect::new(Method::GET, &list, 200, workloads(false)),
         Expect::new(Method::PATCH, &format!("{WORKLOADS}/job-cats-exp-train-3f2a1?"), 200, Value::Null)
             .body(|body| assert_eq!(body, &json!({"spec": {"active": true}}))),
-        status_patch(EXPERIMENTS, "cats-exp", json!({})),
+        // Kueue's reason for the wait reaches the status.
+        Expect::new(Method::GET, &list, 200, pending),
+        status_patch(EXPERIMENTS, "cats-exp", json!({})).body(|body| {
+            let suspended = condition(&body["status"], "Suspended");
+            assert_eq!(suspended["reason"], "Queued");
+            let message = suspended["message"].as_str().unwrap();
+            assert!(message.contains("insufficient unused quota for nvidia.com/gpu"), "{message}");
+        }),
         event("Queued", "Normal"),
     ];
     let (_, resumed) = World::new().with_job(evicted).reconcile_experiment(&queued, script).await;
     assert!(!resumed.iter().any(|s| s.path.starts_with(JOBS)), "{resumed:?}");
     seen.extend(resumed);
     seen
+}
+
+/// An older Kueue serves Workloads as v1beta1 only.
+#[tokio::test]
+async fn a_kueue_without_v1beta2_is_reached_through_v1beta1() {
+    const WORKLOADS: &str = "/apis/kueue.x-k8s.io/v1beta1/namespaces/ml/workloads";
+    let selector = "?&labelSelector=kueue.x-k8s.io%2Fjob-uid%3Duid-job-cats";
+    let not_found = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404});
+    let list = json!({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "WorkloadList", "metadata": {}, "items": [
+        {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "Workload",
+         "metadata": {"name": "job-cats-exp-train-3f2a1", "namespace": "ml"}, "spec": {"active": true}}]});
+    let mut stopped = Experiment::test();
+    stopped.metadata.labels = Some([(KUEUE_QUEUE_LABEL.to_owned(), "gpu".to_owned())].into());
+    let mut admitted = running_job(&stopped);
+    admitted.metadata.uid = Some("uid-job-cats".into());
+    admitted.spec.as_mut().unwrap().suspend = Some(false);
+    stopped.spec.suspend = true;
+    let script = vec![
+        Expect::new(Method::GET, &format!("/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/workloads{selector}"), 404, not_found),
+        Expect::new(Method::GET, &format!("{WORKLOADS}{selector}"), 200, list),
+        Expect::new(Method::PATCH, &format!("{WORKLOADS}/job-cats-exp-train-3f2a1?"), 200, Value::Null)
+            .body(|body| assert_eq!(body, &json!({"spec": {"active": false}}))),
+        status_patch(EXPERIMENTS, "cats-exp", json!({})),
+        event("Training", "Normal"),
+    ];
+    let world = World::new().with_job(admitted).with_pod(running_pod());
+    world.reconcile_experiment(&stopped, script).await;
 }
 
 #[tokio::test]

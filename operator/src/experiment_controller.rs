@@ -31,6 +31,9 @@ pub const CONTROLLER: &str = "experiment";
 /// How often a waiting or pending Experiment is looked at again (what it waits for does
 /// not trigger a reconcile by itself: Dataset status, pod scheduling).
 pub const POLL: Duration = Duration::from_secs(30);
+/// How often a queued Experiment reads its Kueue Workload again: Kueue's reason for the wait
+/// changes without any change to the Job, so nothing else would bring a reconcile.
+const QUEUE_POLL: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(experiment: Arc<Experiment>, context: Arc<Context>) -> Result<Action> {
     let _timer = context.metrics.reconcile(CONTROLLER);
@@ -160,6 +163,14 @@ impl ExperimentReconciler for Experiment {
                     vec![]
                 };
                 let mut assessment = assess(&job, &pods);
+                if assessment.phase == Phase::Suspended
+                    && !self.spec.suspend
+                    && queue_name(self).is_some()
+                    && let Some(why) = kueue::waiting_reason(context, &namespace, &job).await
+                {
+                    let message = format!("the Job waits for its queue to admit it: {why}");
+                    assessment = Assessment { phase: Phase::Suspended, reason: reasons::QUEUED, message };
+                }
                 if lacks_pods(&assessment, &pods)
                     && let Some(refusal) = context.pod_creation_refusal(&job).await
                 {
@@ -197,6 +208,7 @@ impl ExperimentReconciler for Experiment {
         }
         let mut requeue = match phase {
             Some(Phase::Pending) => Some(POLL),
+            Some(Phase::Suspended) if !self.spec.suspend && queue_name(self).is_some() => Some(QUEUE_POLL),
             _ => None,
         };
         if phase == Some(Phase::Running) {
@@ -316,6 +328,8 @@ impl ExperimentReconciler for Experiment {
                         reasons::SUSPENDED_BY_USER,
                         "spec.suspend is true; the trainer is stopped and keeps its checkpoints",
                     )
+                } else if reason == reasons::QUEUED {
+                    (reasons::QUEUED, message)
                 } else {
                     (reasons::QUEUED, "the Job waits for its queue to admit it")
                 };

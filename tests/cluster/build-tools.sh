@@ -86,7 +86,8 @@ build_helm() {
 }
 
 build_kueue() {
-    build kueue "" kueue=sigs.k8s.io/kueue/cmd/kueue
+    build kueue "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$(modver kueue sigs.k8s.io/kueue)" \
+        kueue=sigs.k8s.io/kueue/cmd/kueue
 }
 
 targets=("$@")

@@ -15,6 +15,8 @@ use serde_json::Value;
 
 #[path = "cluster_e2e/faults.rs"]
 mod faults;
+#[path = "cluster_e2e/queue.rs"]
+mod queue;
 
 /// The dev cluster as its `dev.env` describes it.
 struct Cluster {
