@@ -95,6 +95,23 @@ impl FittedModel {
         }
     }
 
+    /// The chosen model fitted again on `x, y` with the settings validation chose; see
+    /// [`FittedGbm::refit`] and [`FittedLinear::refit`].
+    pub fn refit(&self, x: &Matrix, y: &[f64], categorical: &[usize], seed: u64) -> Result<FittedModel> {
+        Ok(match self {
+            FittedModel::LightGbm(gbm) => FittedModel::LightGbm(gbm.refit(x, y, seed)?),
+            FittedModel::Linear(linear) => FittedModel::Linear(linear.refit(x, y, categorical)?),
+        })
+    }
+
+    /// Rows of the final fit when it was refitted after validation.
+    pub fn refit_rows(&self) -> Option<usize> {
+        match self {
+            FittedModel::LightGbm(gbm) => gbm.info.refit_rows,
+            FittedModel::Linear(linear) => linear.refit_rows,
+        }
+    }
+
     pub fn predict(&self, x: &Matrix) -> Result<Predictions> {
         match self {
             FittedModel::LightGbm(gbm) => gbm.predict(x),

@@ -77,6 +77,9 @@ pub struct LinearTrial {
     pub alpha: f64,
     /// The scorer on the validation split.
     pub score: f64,
+    /// Classification: the log loss on the validation split, which chooses the strength.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<f64>,
     pub seconds: f64,
 }
 
@@ -85,7 +88,9 @@ pub struct LinearTrial {
 #[serde(rename_all = "camelCase")]
 pub struct FittedLinear {
     pub target: Target,
-    /// The resolved scorer the strength was chosen by.
+    /// The run's resolved scorer. The strength is chosen by it for regression and by log loss
+    /// for classification: a step-shaped scorer such as accuracy on a few hundred validation
+    /// rows cannot tell strengths apart, and log loss keeps the probabilities calibrated.
     pub scorer: Scorer,
     pub alpha: f64,
     pub validation_score: f64,
@@ -98,12 +103,16 @@ pub struct FittedLinear {
     /// output and gets probability 0).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_classes: Vec<usize>,
+    /// Set when the model was fitted again on this many rows (fit and validation) with the
+    /// chosen strength; `validation_score` is that of the model fitted on the fit rows alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refit_rows: Option<usize>,
 }
 
 pub const LINEAR_FILE: &str = "linear.json";
 
-/// Fits on the training rows, choosing the regularisation strength by the scorer on the
-/// validation rows.
+/// Fits on the training rows, choosing the regularisation strength on the validation rows (by
+/// the scorer for regression, by log loss for classification; see [`FittedLinear::scorer`]).
 pub fn fit(data: &TrainingData, config: &LinearConfig) -> Result<FittedLinear> {
     let started = Instant::now();
     data.check_shapes()?;
@@ -121,6 +130,7 @@ pub fn fit(data: &TrainingData, config: &LinearConfig) -> Result<FittedLinear> {
         )));
     }
     let scorer = resolve_scorer(config.scorer, target.task)?;
+    let chooser = if target.task == TaskKind::Regression { scorer } else { Scorer::LogLoss };
     let inputs = fit_inputs(train, categorical);
     let x = expand(&inputs, train);
     let x_valid = expand(&inputs, valid);
@@ -131,8 +141,10 @@ pub fn fit(data: &TrainingData, config: &LinearConfig) -> Result<FittedLinear> {
         _ => Solver::Logistic,
     };
     let mut trials = Vec::new();
-    // (score, alpha, weights, intercepts, output classes) of the best strength so far.
-    let mut best: Option<(f64, f64, Vec<f64>, Vec<f64>, Vec<usize>)> = None;
+    // (choosing score, scorer's score, alpha, weights, intercepts, output classes) of the best
+    // strength so far.
+    type Best = (f64, f64, f64, Vec<f64>, Vec<f64>, Vec<usize>);
+    let mut best: Option<Best> = None;
     for (index, &alpha) in config.alphas.iter().enumerate() {
         if index > 0 && started.elapsed() > config.budget {
             break;
@@ -162,18 +174,24 @@ pub fn fit(data: &TrainingData, config: &LinearConfig) -> Result<FittedLinear> {
             weights,
             intercepts,
             output_classes,
+            refit_rows: None,
         };
-        let trial_score = score(target, scorer, y_valid, &model.predict_expanded(&x_valid, valid.rows))?;
+        let predictions = model.predict_expanded(&x_valid, valid.rows);
+        let trial_score = score(target, scorer, y_valid, &predictions)?;
+        let choosing =
+            if chooser == scorer { trial_score } else { score(target, chooser, y_valid, &predictions)? };
         trials.push(LinearTrial {
             alpha,
             score: trial_score,
+            log_loss: (chooser == Scorer::LogLoss).then_some(choosing),
             seconds: trial_started.elapsed().as_secs_f64(),
         });
-        if best.as_ref().is_none_or(|(s, ..)| is_better(scorer, trial_score, *s)) {
-            best = Some((trial_score, alpha, model.weights, model.intercepts, model.output_classes));
+        if best.as_ref().is_none_or(|(c, ..)| is_better(chooser, choosing, *c)) {
+            best =
+                Some((choosing, trial_score, alpha, model.weights, model.intercepts, model.output_classes));
         }
     }
-    let (validation_score, alpha, weights, intercepts, output_classes) = best.ok_or_else(|| {
+    let (_, validation_score, alpha, weights, intercepts, output_classes) = best.ok_or_else(|| {
         Error::LinearAlgebra("logistic regression failed for every regularisation strength".into())
     })?;
     Ok(FittedLinear {
@@ -186,6 +204,7 @@ pub fn fit(data: &TrainingData, config: &LinearConfig) -> Result<FittedLinear> {
         weights,
         intercepts,
         output_classes,
+        refit_rows: None,
     })
 }
 
@@ -305,6 +324,22 @@ impl RidgeSystem {
 impl FittedLinear {
     fn width(&self) -> usize {
         self.inputs.iter().map(InputFeature::width).sum()
+    }
+
+    /// The same strength fitted on `x, y` (all labelled rows, once validation has chosen it):
+    /// standardisation and one-hot codes are estimated again from those rows. The search's
+    /// trials and validation score are kept.
+    pub fn refit(&self, x: &Matrix, y: &[f64], categorical: &[usize]) -> Result<FittedLinear> {
+        let data = TrainingData { train: x, y, valid: x, y_valid: y, target: &self.target, categorical };
+        let config =
+            LinearConfig { scorer: self.scorer, alphas: vec![self.alpha], ..LinearConfig::default() };
+        let refitted = fit(&data, &config)?;
+        Ok(FittedLinear {
+            validation_score: self.validation_score,
+            trials: self.trials.clone(),
+            refit_rows: Some(x.rows),
+            ..refitted
+        })
     }
 
     pub fn num_features(&self) -> usize {

@@ -44,3 +44,10 @@ pub fn data<'a>(
 ) -> TrainingData<'a> {
     TrainingData { train: &train.x, y: &train.y, valid: &valid.x, y_valid: &valid.y, target, categorical }
 }
+
+/// The rows of `a` then those of `b`: the fit and validation rows a refit trains on.
+pub fn joined(a: &Split, b: &Split) -> Split {
+    let rows: Vec<&[f32]> =
+        (0..a.x.rows).map(|i| a.x.row(i)).chain((0..b.x.rows).map(|i| b.x.row(i))).collect();
+    Split { x: Matrix::from_rows(&rows).unwrap(), y: a.y.iter().chain(&b.y).copied().collect() }
+}

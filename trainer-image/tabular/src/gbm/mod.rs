@@ -116,6 +116,10 @@ pub struct GbmInfo {
     pub num_threads: usize,
     /// The full LightGBM parameter string of the chosen model.
     pub lightgbm_parameters: String,
+    /// Set when the trees were trained again on this many rows (fit and validation) after the
+    /// search; `validation_score` is still that of the model trained on the fit rows alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refit_rows: Option<usize>,
 }
 
 pub struct FittedGbm {
@@ -137,6 +141,11 @@ impl Gbm {
 }
 
 impl FittedGbm {
+    /// The same parameters and rounds trained on `x, y`; see [`search::refit`].
+    pub fn refit(&self, x: &Matrix, y: &[f64], seed: u64) -> Result<FittedGbm> {
+        search::refit(self, x, y, seed)
+    }
+
     fn from_model_text(text: &str, info: GbmInfo) -> Result<FittedGbm> {
         Ok(FittedGbm { booster: Booster::from_string(text)?, info })
     }

@@ -128,16 +128,6 @@ impl Search<'_> {
         Ok(Some((training.model_text(rounds)?, rounds, curve)))
     }
 
-    fn train_rounds(&self, train: &Dataset, parameters: &str, rounds: usize) -> Result<String> {
-        let mut training = Training::new(train, parameters)?;
-        for _ in 0..rounds {
-            if training.update()? {
-                break;
-            }
-        }
-        training.model_text(rounds)
-    }
-
     fn score_of(&self, model_text: &str, x: &Matrix, y: &[f64]) -> Result<f64> {
         let booster = Booster::from_string(model_text)?;
         let parameters = format!("num_threads={}", self.config.num_threads);
@@ -161,6 +151,47 @@ impl Search<'_> {
 }
 
 /// Mean over folds of the validation metric per round, for the rounds every fold reached.
+/// `rounds` boosting rounds (fewer if LightGBM can split no further), as model text.
+fn train_rounds(train: &Dataset, parameters: &str, rounds: usize) -> Result<String> {
+    let mut training = Training::new(train, parameters)?;
+    for _ in 0..rounds {
+        if training.update()? {
+            break;
+        }
+    }
+    training.model_text(rounds)
+}
+
+/// How LightGBM bins the features (the same for every trial of a fit and for its refit).
+fn dataset_parameters(seed: u64, num_threads: usize, categorical: &[usize]) -> String {
+    let mut parameters = format!(
+        "max_bin=255 feature_pre_filter=false seed={seed} deterministic=true num_threads={num_threads} verbosity=-1"
+    );
+    if !categorical.is_empty() {
+        let list = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        parameters.push_str(&format!(" categorical_feature={list}"));
+    }
+    parameters
+}
+
+/// The chosen model trained again on `x, y` (all labelled rows, once validation has chosen),
+/// with its parameters and its number of rounds. Its info keeps the search and the validation
+/// score of the model that was validated.
+pub fn refit(model: &FittedGbm, x: &Matrix, y: &[f64], seed: u64) -> Result<FittedGbm> {
+    let info = &model.info;
+    if x.cols != info.num_features {
+        return Err(Error::Internal(format!(
+            "refit on {} features of a {}-feature model",
+            x.cols, info.num_features
+        )));
+    }
+    let parameters = dataset_parameters(seed, info.num_threads, &info.categorical_features);
+    let set = Dataset::new(x, &labels(y, "training")?, &parameters, None)?;
+    let text = train_rounds(&set, &info.lightgbm_parameters, info.best_iteration)?;
+    let info = GbmInfo { refit_rows: Some(x.rows), ..info.clone() };
+    FittedGbm::from_model_text(&text, info)
+}
+
 fn mean_curve(curves: &[Vec<f64>]) -> Vec<f64> {
     let rounds = curves.iter().map(Vec::len).min().unwrap_or(0);
     (0..rounds).map(|r| curves.iter().map(|c| c[r]).sum::<f64>() / curves.len() as f64).collect()
@@ -221,14 +252,7 @@ pub fn fit(data: &TrainingData, config: &GbmConfig) -> Result<FittedGbm> {
             valid.rows
         )));
     }
-    let categorical_list = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
-    let mut dataset_parameters = format!(
-        "max_bin=255 feature_pre_filter=false seed={} deterministic=true num_threads={} verbosity=-1",
-        config.seed, config.num_threads
-    );
-    if !categorical.is_empty() {
-        dataset_parameters.push_str(&format!(" categorical_feature={categorical_list}"));
-    }
+    let dataset_parameters = dataset_parameters(config.seed, config.num_threads, categorical);
     let search = Search {
         target,
         scorer: resolve_scorer(config.scorer, target.task)?,
@@ -285,7 +309,7 @@ pub fn fit(data: &TrainingData, config: &GbmConfig) -> Result<FittedGbm> {
     let parameters = search.booster_parameters(&chosen.params);
     let text = match text {
         Some(text) => text,
-        None => search.train_rounds(&train_set, &parameters, chosen.best_iteration)?,
+        None => train_rounds(&train_set, &parameters, chosen.best_iteration)?,
     };
     let validation_score = search.score_of(&text, valid, y_valid)?;
     let info = GbmInfo {
@@ -300,6 +324,7 @@ pub fn fit(data: &TrainingData, config: &GbmConfig) -> Result<FittedGbm> {
         trials,
         num_threads: config.num_threads,
         lightgbm_parameters: parameters,
+        refit_rows: None,
     };
     FittedGbm::from_model_text(&text, info)
 }

@@ -7,7 +7,7 @@ use ocellus_crds::experiment::{Scorer, Task};
 
 use super::*;
 use crate::metrics::{evaluate, score};
-use crate::test_data::{Split, data, load, target_of};
+use crate::test_data::{Split, data, joined, load, target_of};
 
 fn quick(seed: u64) -> GbmConfig {
     GbmConfig { budget: Duration::from_secs(20), seed, max_trials: 3, ..GbmConfig::default() }
@@ -166,4 +166,31 @@ fn bad_input_is_a_clear_error() {
     let missing = tempfile::tempdir().unwrap();
     let e = FittedGbm::load(missing.path()).err().unwrap();
     assert!(e.to_string().contains("is") && e.to_string().contains("a saved model"), "{e}");
+}
+
+#[test]
+fn a_refit_trains_the_chosen_rounds_on_every_row() {
+    let (train, valid, test) = load(include_str!("../../testdata/breast_cancer.csv"));
+    let target = target_of(&train.y, Task::Auto);
+    let model = fit(&train, &valid, &target, &quick(1));
+    let all = joined(&train, &valid);
+    let refitted = model.refit(&all.x, &all.y, 1).unwrap();
+    assert_eq!(refitted.info.refit_rows, Some(all.x.rows));
+    assert_eq!(
+        GbmInfo { refit_rows: None, ..refitted.info.clone() },
+        model.info,
+        "the search's record is kept"
+    );
+    let before = model.predict(&test.x).unwrap();
+    let after = refitted.predict(&test.x).unwrap();
+    assert_ne!(after, before, "new trees, from more rows");
+    let auc = score(&target, Scorer::AUC, &test.y, &after).unwrap();
+    assert!(auc > 0.95, "test AUC {auc}");
+    assert_eq!(refitted.refit(&all.x, &all.y, 1).unwrap().predict(&test.x).unwrap(), after, "deterministic");
+    let dir = tempfile::tempdir().unwrap();
+    refitted.save(dir.path()).unwrap();
+    let loaded = FittedGbm::load(dir.path()).unwrap();
+    assert_eq!(loaded.info, refitted.info);
+    assert_eq!(loaded.predict(&test.x).unwrap(), after);
+    assert!(model.refit(&all.x.columns(0..3), &all.y, 1).is_err(), "a refit needs the model's features");
 }

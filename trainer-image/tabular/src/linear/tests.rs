@@ -5,7 +5,7 @@ use ocellus_crds::experiment::{Scorer, Task};
 
 use super::*;
 use crate::metrics::{evaluate, score};
-use crate::test_data::{Split, data, load, target_of};
+use crate::test_data::{Split, data, joined, load, target_of};
 
 fn fit_on(train: &Split, valid: &Split, target: &Target, categorical: &[usize]) -> FittedLinear {
     fit(&data(train, valid, target, categorical), &LinearConfig::default()).unwrap()
@@ -139,4 +139,40 @@ fn rows_with_another_width_are_refused() {
     let error = model.predict(&train.x.columns(0..2)).unwrap_err();
     assert!(error.is_bad_input());
     assert!(error.to_string().contains("trained on 4 features but these rows have 2"), "{error}");
+}
+
+#[test]
+fn an_accuracy_scored_classifier_chooses_its_strength_by_log_loss() {
+    let (train, valid, _) = load(include_str!("../../testdata/iris.csv"));
+    let target = target_of(&train.y, Task::Auto);
+    let config = LinearConfig { scorer: Scorer::Accuracy, ..LinearConfig::default() };
+    let model = fit(&data(&train, &valid, &target, &[]), &config).unwrap();
+    assert_eq!(model.scorer, Scorer::Accuracy);
+    let losses: Vec<f64> =
+        model.trials.iter().map(|t| t.log_loss.expect("a log loss per strength")).collect();
+    let lowest = losses.iter().copied().fold(f64::INFINITY, f64::min);
+    let chosen = model.trials.iter().find(|t| t.log_loss == Some(lowest)).unwrap();
+    assert_eq!(chosen.alpha, model.alpha, "the lowest validation log loss chooses");
+    assert_eq!(model.validation_score, chosen.score, "the reported score is the scorer's (accuracy)");
+}
+
+#[test]
+fn a_refit_keeps_the_strength_and_learns_from_every_row() {
+    let (train, valid, test) = load(include_str!("../../testdata/iris.csv"));
+    let target = target_of(&train.y, Task::Auto);
+    let model = fit_on(&train, &valid, &target, &[]);
+    let all = joined(&train, &valid);
+    let refitted = model.refit(&all.x, &all.y, &[]).unwrap();
+    assert_eq!((refitted.alpha, refitted.refit_rows), (model.alpha, Some(all.x.rows)));
+    assert_eq!((&refitted.trials, refitted.validation_score), (&model.trials, model.validation_score));
+    assert_ne!(refitted.inputs, model.inputs, "standardised with every row's mean and spread");
+    // The same as a fit of that one strength on every row.
+    let config = LinearConfig { alphas: vec![model.alpha], ..LinearConfig::default() };
+    let direct = fit(&data(&all, &all, &target, &[]), &config).unwrap();
+    assert_eq!(refitted.weights, direct.weights);
+    let dir = tempfile::tempdir().unwrap();
+    refitted.save(dir.path()).unwrap();
+    let loaded = FittedLinear::load(dir.path()).unwrap();
+    assert_eq!(loaded, refitted);
+    assert_eq!(loaded.predict(&test.x).unwrap(), refitted.predict(&test.x).unwrap());
 }
