@@ -12,6 +12,7 @@
 //! 4. The winner becomes the scoring bundle; the test Dataset is scored through the bundle.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ocellus_crds::ExperimentStatus;
@@ -67,6 +68,14 @@ struct Candidate {
     model: FittedModel,
     score: f64,
     validation: Vec<MetricValue>,
+    /// Every labelled row's features (shared by a dimension's candidates), for the refit.
+    features: Rc<FeatureMatrix>,
+}
+
+/// The features of every labelled row, and which of them hold category codes.
+struct FeatureMatrix {
+    values: Matrix,
+    categorical: Vec<usize>,
 }
 
 /// The projected embedding of one (image column, architecture) for every labelled row.
@@ -189,6 +198,12 @@ pub fn run(
     }
     let best_index = best_candidate(&candidates, scorer);
     let best = &candidates[best_index];
+    let final_model = refit_on_all_rows(best, &y, (&fit, &valid), spec.seed)?;
+    println!(
+        "{name}: {} refitted on all {} labelled rows (fit and validation)",
+        final_model.name(),
+        fit.len() + valid.len()
+    );
 
     // The bundle, written aside and renamed into place.
     let staging = bundle_staging(out)?;
@@ -200,7 +215,7 @@ pub fn run(
         columns: &features,
         projections: best.images.iter().map(|(f, p, source)| (f.clone(), p, source.clone())).collect(),
         encoder: &encoder,
-        model: &best.model,
+        model: &final_model,
     };
     write_bundle(&parts, &bundle_dir)?;
     let _ = std::fs::remove_dir_all(&work);
@@ -244,7 +259,7 @@ pub fn run(
     let image_names = image_columns.iter().map(|c| c.name.clone()).collect();
     let record = RunRecord {
         trials: candidates.iter().enumerate().map(|(i, c)| candidate_record(i, c, spec, &target)).collect(),
-        feature_importance: importance_groups(best, &encoder)?,
+        feature_importance: importance_groups(best, &final_model, &encoder)?,
         importance_measure: Some(best.model.importance_measure().into()),
         ..run_record(experiment, Pipeline::Embeddings, &target, scorer, (train, test), image_names)
     };
@@ -294,8 +309,12 @@ fn candidate_record(id: usize, candidate: &Candidate, spec: &ExperimentSpec, tar
 /// The winning model's feature importance (LightGBM's split gain, or the linear model's absolute
 /// standardised coefficients) summed per source column: all embedding features of an image
 /// column together, each tabular column (a text column's components together).
-fn importance_groups(best: &Candidate, encoder: &TabularEncoder) -> Result<Vec<ImportanceGroup>> {
-    let gains = best.model.feature_importance().map_err(tabular_error)?;
+fn importance_groups(
+    best: &Candidate,
+    model: &FittedModel,
+    encoder: &TabularEncoder,
+) -> Result<Vec<ImportanceGroup>> {
+    let gains = model.feature_importance().map_err(tabular_error)?;
     let mut sources: Vec<(String, FeatureKind)> = Vec::new();
     for (feature, _, _) in &best.images {
         sources.extend(std::iter::repeat_n(
@@ -493,22 +512,18 @@ fn fit_candidates(
 ) -> Result<Vec<Candidate>> {
     let mut parts: Vec<&Matrix> = blocks.iter().map(|b| &b.values).collect();
     parts.push(tabular);
-    let features = Matrix::hstack(&parts).map_err(tabular_error)?;
-    let offset = features.cols - tabular.cols;
+    let values = Matrix::hstack(&parts).map_err(tabular_error)?;
+    let offset = values.cols - tabular.cols;
     let categorical: Vec<usize> = encoder.categorical_features().iter().map(|i| i + offset).collect();
+    let features = Rc::new(FeatureMatrix { values, categorical });
+    let categorical = &features.categorical;
     let pick = |indices: &[usize]| {
-        (features.select_rows(indices), indices.iter().map(|&i| y[i]).collect::<Vec<_>>())
+        (features.values.select_rows(indices), indices.iter().map(|&i| y[i]).collect::<Vec<_>>())
     };
     let (fit_x, fit_y) = pick(fit);
     let (valid_x, valid_y) = pick(valid);
-    let data = TrainingData {
-        train: &fit_x,
-        y: &fit_y,
-        valid: &valid_x,
-        y_valid: &valid_y,
-        target,
-        categorical: &categorical,
-    };
+    let data =
+        TrainingData { train: &fit_x, y: &fit_y, valid: &valid_x, y_valid: &valid_y, target, categorical };
     let config = GbmConfig { budget: settings.gbm_budget, seed: seed as u64, scorer, ..GbmConfig::default() };
     let gbm = Gbm::fit(&data, &config).map_err(tabular_error)?;
     let config = LinearConfig { budget: settings.gbm_budget, scorer, ..LinearConfig::default() };
@@ -524,9 +539,32 @@ fn fit_candidates(
                 .find(|m| m.name == scorer_name(scorer))
                 .map(|m| m.value)
                 .ok_or_else(|| Error::Internal(format!("scorer {scorer:?} was not computed")))?;
-            Ok(Candidate { dimension, images: images.clone(), model, score, validation })
+            Ok(Candidate {
+                dimension,
+                images: images.clone(),
+                model,
+                score,
+                validation,
+                features: features.clone(),
+            })
         })
         .collect()
+}
+
+/// The chosen candidate's learner fitted again, with the settings validation chose, on the fit
+/// and validation rows together (AutoGluon's `refit_full`): the validation rows have done their
+/// job of choosing, and a model on a few hundred rows gains from every one of them.
+fn refit_on_all_rows(
+    best: &Candidate,
+    y: &[f64],
+    (fit, valid): (&[usize], &[usize]),
+    seed: i64,
+) -> Result<FittedModel> {
+    let mut all: Vec<usize> = fit.iter().chain(valid).copied().collect();
+    all.sort_unstable();
+    let x = best.features.values.select_rows(&all);
+    let y: Vec<f64> = all.iter().map(|&i| y[i]).collect();
+    best.model.refit(&x, &y, &best.features.categorical, seed as u64).map_err(tabular_error)
 }
 
 fn best_candidate(candidates: &[Candidate], scorer: Scorer) -> usize {
