@@ -539,7 +539,12 @@ async fn a_kueue_without_v1beta2_is_reached_through_v1beta1() {
     admitted.spec.as_mut().unwrap().suspend = Some(false);
     stopped.spec.suspend = true;
     let script = vec![
-        Expect::new(Method::GET, &format!("/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/workloads{selector}"), 404, not_found),
+        Expect::new(
+            Method::GET,
+            &format!("/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/workloads{selector}"),
+            404,
+            not_found,
+        ),
         Expect::new(Method::GET, &format!("{WORKLOADS}{selector}"), 200, list),
         Expect::new(Method::PATCH, &format!("{WORKLOADS}/job-cats-exp-train-3f2a1?"), 200, Value::Null)
             .body(|body| assert_eq!(body, &json!({"spec": {"active": false}}))),

@@ -62,7 +62,10 @@ fn a_second_gpu_experiment_waits_in_the_kueue_queue_until_the_first_is_done() {
         job_of(&cluster, FIRST).filter(|job| job["spec"]["suspend"] == false)
     });
     let workloads = cluster.ok(&["get", "workloads.v1beta2.kueue.x-k8s.io", "-o", "json"]);
-    assert!(workloads.contains(admitted["metadata"]["uid"].as_str().unwrap()), "a Workload stands for the Job");
+    assert!(
+        workloads.contains(admitted["metadata"]["uid"].as_str().unwrap()),
+        "a Workload stands for the Job"
+    );
 
     // The second waits: its Job stays suspended, the Experiment says so, with Kueue's reason.
     cluster.apply(&experiment(SECOND, &queue));
@@ -78,16 +81,27 @@ fn a_second_gpu_experiment_waits_in_the_kueue_queue_until_the_first_is_done() {
         .then_some(())
     });
     let first = cluster.get("experiment", FIRST);
-    assert!(!is_true(&first, "Succeeded"), "the first was still running while the second waited: {}", first["status"]);
+    assert!(
+        !is_true(&first, "Succeeded"),
+        "the first was still running while the second waited: {}",
+        first["status"]
+    );
 
     let finished = cluster.wait_finished(&[FIRST, SECOND], Duration::from_secs(15 * 60));
     for experiment in &finished {
-        assert!(is_true(experiment, "Succeeded"), "{}: {}", experiment["metadata"]["name"], experiment["status"]);
+        assert!(
+            is_true(experiment, "Succeeded"),
+            "{}: {}",
+            experiment["metadata"]["name"],
+            experiment["status"]
+        );
         assert!(experiment["status"]["bestModel"].is_object(), "{}", experiment["status"]);
     }
     // Kueue admitted the second only once the first's Job had completed and freed the GPU.
-    let first_done = job_of(&cluster, FIRST).unwrap()["status"]["completionTime"].as_str().unwrap().to_owned();
-    let second_started = job_of(&cluster, SECOND).unwrap()["status"]["startTime"].as_str().unwrap().to_owned();
+    let first_done =
+        job_of(&cluster, FIRST).unwrap()["status"]["completionTime"].as_str().unwrap().to_owned();
+    let second_started =
+        job_of(&cluster, SECOND).unwrap()["status"]["startTime"].as_str().unwrap().to_owned();
     assert!(second_started >= first_done, "second started {second_started}, first completed {first_done}");
     for name in [FIRST, SECOND] {
         cluster.ok(&["delete", "experiment", name, "--timeout=60s"]);
