@@ -15,7 +15,7 @@ for run in digits digits-wide photo-prices; do
   [ "$run" = digits-wide ] && sed -i 's/dimensions: \[10, 25\]/dimensions: [100, 300]/' $DIR/$run.yaml
   echo "== $run"
   /usr/bin/time -f "ocellus run: %e s, peak RSS %M KB" $OCELLUS run $DIR/$run.yaml --out $DIR/out-$run --cpu --gbm-seconds 60
-  python -c "import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({'impl':'ocellus','test':{m['name']:round(m['value'],6) for m in r['metrics']['test']},'best':r['bestModel'],'candidates':[(t.get('embeddingDimension'),t.get('learner'),round(t['score'],4)) for t in r['trials']['top']]}))" $DIR/out-$run/result.json
+  python -c "import json,sys; r=json.load(open(sys.argv[1])); t={m['name']:m['value'] for m in r['metrics']['test']}; t.update({'AccuracyStdErr': (t['Accuracy']*(1-t['Accuracy'])/int(sys.argv[2]))**0.5} if 'Accuracy' in t else {}); print(json.dumps({'impl':'ocellus','test':{k:round(v,6) for k,v in t.items()},'best':r['bestModel'],'candidates':[(t.get('embeddingDimension'),t.get('learner'),round(t['score'],4)) for t in r['trials']['top']]}))" $DIR/out-$run/result.json "$(( $(wc -l < $DIR/out-$run/predictions.csv) - 1 ))"
 done
 python bench/quality_reference.py --task classification --target label --backbone "$OCELLUS_BACKBONES/efficientnet_lite0" \
   --train $DIR/out-digits/datasets/digits-train --test $DIR/out-digits/datasets/digits-test
