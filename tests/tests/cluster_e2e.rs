@@ -228,6 +228,7 @@ spec:
     );
     cluster.apply(&manifest);
     let disrupted = faults::disrupt_the_runs(&cluster);
+    queue::a_second_gpu_experiment_waits_in_the_kueue_queue_until_the_first_is_done(&cluster);
     let names = ["car-price-embeddings", "car-price-fine-tuned", "digits-auto-image"];
     let experiments = cluster.wait_finished(&names, Duration::from_secs(25 * 60));
     faults::check_after_the_faults(&cluster, &disrupted, &experiments);

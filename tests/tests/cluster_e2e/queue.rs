@@ -37,9 +37,9 @@ fn job_of(cluster: &Cluster, name: &str) -> Option<Value> {
     cluster.jobs_of(&cluster.namespace, &experiment).into_iter().next()
 }
 
-#[test]
-fn a_second_gpu_experiment_waits_in_the_kueue_queue_until_the_first_is_done() {
-    let Some(cluster) = Cluster::find() else { return };
+/// Run by the tutorial once its faults are injected: beside the SIGKILL step it would slow the
+/// auto image search so much that the search could end before the kill found it.
+pub fn a_second_gpu_experiment_waits_in_the_kueue_queue_until_the_first_is_done(cluster: &Cluster) {
     let queue = cluster.var("OCELLUS_KUEUE_QUEUE").to_owned();
     let ns = cluster.namespace.clone();
     let data = cluster.store_path(&format!("s3://data/{ns}"));
@@ -59,7 +59,7 @@ fn a_second_gpu_experiment_waits_in_the_kueue_queue_until_the_first_is_done() {
     // The first is admitted: Kueue un-suspends its Job.
     cluster.apply(&experiment(FIRST, &queue));
     let admitted = wait_for(Duration::from_secs(300), "Kueue to admit the first Job", || {
-        job_of(&cluster, FIRST).filter(|job| job["spec"]["suspend"] == false)
+        job_of(cluster, FIRST).filter(|job| job["spec"]["suspend"] == false)
     });
     let workloads = cluster.ok(&["get", "workloads.v1beta2.kueue.x-k8s.io", "-o", "json"]);
     assert!(
@@ -72,7 +72,7 @@ fn a_second_gpu_experiment_waits_in_the_kueue_queue_until_the_first_is_done() {
     let what = "the second Experiment to wait in the queue, saying which quota is short";
     wait_for(Duration::from_secs(120), what, || {
         let second = cluster.get("experiment", SECOND);
-        let job = job_of(&cluster, SECOND)?;
+        let job = job_of(cluster, SECOND)?;
         let suspended = condition(&second, "Suspended")?;
         let message = suspended["message"].as_str()?;
         (job["spec"]["suspend"] == true
@@ -98,10 +98,8 @@ fn a_second_gpu_experiment_waits_in_the_kueue_queue_until_the_first_is_done() {
         assert!(experiment["status"]["bestModel"].is_object(), "{}", experiment["status"]);
     }
     // Kueue admitted the second only once the first's Job had completed and freed the GPU.
-    let first_done =
-        job_of(&cluster, FIRST).unwrap()["status"]["completionTime"].as_str().unwrap().to_owned();
-    let second_started =
-        job_of(&cluster, SECOND).unwrap()["status"]["startTime"].as_str().unwrap().to_owned();
+    let first_done = job_of(cluster, FIRST).unwrap()["status"]["completionTime"].as_str().unwrap().to_owned();
+    let second_started = job_of(cluster, SECOND).unwrap()["status"]["startTime"].as_str().unwrap().to_owned();
     assert!(second_started >= first_done, "second started {second_started}, first completed {first_done}");
     for name in [FIRST, SECOND] {
         cluster.ok(&["delete", "experiment", name, "--timeout=60s"]);
