@@ -43,6 +43,19 @@ pub struct DatasetSpec {
     #[schemars(length(max = 64), inner(length(min = 1, max = MAX_COLUMN_LEN)))]
     pub image_columns: Vec<String>,
 
+    /// The CSV to read when the source holds several (`train.csv`, `labels/test.csv.gz`): its
+    /// path inside the archive or folder, `/`-separated. One archive can so serve both a
+    /// training and a test Dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_PATH_LEN))]
+    pub table: Option<String>,
+
+    /// When the top folders are splits (`train/`, `test/`, `val/`...) with class folders
+    /// inside: the one to import, by name (any case). Labels come from its class folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub split_folder: Option<String>,
+
     /// What to do with a row whose image is missing or unreadable.
     #[serde(default)]
     pub missing_image_policy: MissingImagePolicy,
@@ -84,7 +97,8 @@ pub struct DatasetSource {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Source {
-    /// `s3://bucket/key` of an archive or CSV.
+    /// `s3://bucket/key` of an archive or CSV, or `s3://bucket/prefix/` (ending in `/`) of a
+    /// folder of images: class folders, split folders or a CSV beside its images.
     #[schemars(length(max = MAX_URL_LEN), regex(pattern = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"))]
     pub uri: String,
     /// Region of the bucket; the credential chain's region when unset.
@@ -293,6 +307,11 @@ pub struct DatasetStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub classes: Vec<ClassCount>,
+    /// Split folders found at the top of the source (`train`, `test`...); `spec.splitFolder`
+    /// picked the one imported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
+    pub splits: Vec<String>,
     /// Where the normalized copy lives in the artifact store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_URL_LEN))]

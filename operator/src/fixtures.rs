@@ -42,6 +42,8 @@ impl DatasetFixture for Dataset {
             source: DatasetSource { path: Some("/data/cats.zip".into()), ..Default::default() },
             format: Default::default(),
             image_columns: vec![],
+            table: None,
+            split_folder: None,
             missing_image_policy: Default::default(),
             limits: Default::default(),
         };

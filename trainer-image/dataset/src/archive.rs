@@ -26,8 +26,10 @@
 //! - Permissions are not preserved: files are written 0644 and directories 0755 (less the umask).
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::fs::{self, File};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -97,11 +99,32 @@ pub fn sniff(head: &[u8]) -> Option<ArchiveKind> {
         Some(ArchiveKind::TarBz2)
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
         Some(ArchiveKind::TarXz)
-    } else if head.get(257..262) == Some(b"ustar".as_slice()) {
+    } else if head.get(257..262) == Some(b"ustar".as_slice()) || is_v7_tar_header(head) {
         Some(ArchiveKind::Tar)
     } else {
         None
     }
+}
+
+/// A tar from before POSIX ustar (v7) has no magic; its first header still names an entry,
+/// has a known type flag and a checksum that matches, which text data never does by chance.
+fn is_v7_tar_header(head: &[u8]) -> bool {
+    let Some(header) = head.get(..TAR_BLOCK_BYTES as usize) else { return false };
+    let octal = |field: &[u8]| {
+        let digits: Vec<u8> = field.iter().copied().filter(|b| *b != 0 && *b != b' ').collect();
+        (!digits.is_empty() && digits.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .then(|| u64::from_str_radix(std::str::from_utf8(&digits).ok()?, 8).ok())
+            .flatten()
+    };
+    let computed: u64 = header
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { u64::from(b' ') } else { u64::from(b) })
+        .sum();
+    header[0] != 0
+        && (header[156] == 0 || (b'0'..=b'7').contains(&header[156]))
+        && octal(&header[100..108]).is_some()
+        && octal(&header[148..156]) == Some(computed)
 }
 
 /// Ceilings on what one archive may expand to.
@@ -313,6 +336,9 @@ struct Extractor<'a> {
     decompressed: u64,
     summary: ExtractSummary,
     buffer: Vec<u8>,
+    /// A 128-bit hash of every file path written, to refuse a second entry of the same name
+    /// (16 bytes per entry, where the paths themselves could take hundreds of MB).
+    written: HashSet<u128>,
 }
 
 impl<'a> Extractor<'a> {
@@ -328,6 +354,7 @@ impl<'a> Extractor<'a> {
             decompressed: 0,
             summary: ExtractSummary::default(),
             buffer: vec![0; COPY_BUFFER_BYTES],
+            written: HashSet::new(),
         }
     }
 
@@ -340,6 +367,11 @@ impl<'a> Extractor<'a> {
         let mut zip = zip::ZipArchive::new(self.open_archive()?).map_err(|e| self.zip_failure(None, e))?;
         if zip.len() as u64 > self.limits.max_entries {
             return Err(self.too_many_entries());
+        }
+        // The zip reader keeps one entry per name, so a repeated name never reaches `admit`.
+        let start = zip.central_directory_start();
+        if let Some(name) = repeated_zip_name(self.archive, start, self.limits.max_entries)? {
+            return Err(self.bad_entry(&name, APPEARS_TWICE));
         }
         for index in 0..zip.len() {
             let name = zip.name_for_index(index).unwrap_or_default().to_owned();
@@ -489,9 +521,25 @@ impl<'a> Extractor<'a> {
                  (for GNU tar: --hard-dereference)",
             )),
             EntryKind::Special | EntryKind::Metadata => Ok(None),
-            EntryKind::File | EntryKind::Dir => {
+            EntryKind::Dir => {
                 let skip = relative.as_os_str().is_empty() || is_macos_junk(&relative);
                 Ok((!skip).then_some(relative))
+            }
+            EntryKind::File => {
+                if relative.as_os_str().is_empty() || is_macos_junk(&relative) {
+                    return Ok(None);
+                }
+                if is_archive_name(name) {
+                    return Err(self.bad_entry(
+                        name,
+                        "is an archive inside the archive, which is not opened; extract it and \
+                         upload its contents, or upload it as a Dataset of its own",
+                    ));
+                }
+                if !self.written.insert(path_hash(&relative)) {
+                    return Err(self.bad_entry(name, APPEARS_TWICE));
+                }
+                Ok(Some(relative))
             }
         }
     }
@@ -666,6 +714,52 @@ impl<'a> Extractor<'a> {
     }
 }
 
+/// Names that say "archive": such an entry would be extracted as one opaque file and then
+/// skipped by every layout. A `.gz` alone may be a gzipped CSV, so it is not one of them.
+fn is_archive_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz"]
+        .iter()
+        .any(|extension| name.ends_with(extension))
+}
+
+const APPEARS_TWICE: &str = "appears twice in the archive, and one copy would silently replace \
+                             the other; re-create the archive with one entry per file";
+
+/// The first name that two central-directory headers of a zip share, reading at most
+/// `max_entries` headers from `start`.
+fn repeated_zip_name(archive: &Path, start: u64, max_entries: u64) -> Result<Option<String>> {
+    const SIGNATURE: &[u8; 4] = b"PK\x01\x02";
+    let mut file = BufReader::new(File::open(archive).map_err(Error::io(archive))?);
+    file.seek(SeekFrom::Start(start)).map_err(Error::io(archive))?;
+    let mut seen = HashSet::new();
+    let mut header = [0u8; 46];
+    for _ in 0..max_entries {
+        if file.read_exact(&mut header).is_err() || &header[..4] != SIGNATURE {
+            break;
+        }
+        let length = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]) as usize;
+        let mut name = vec![0u8; length(28)];
+        file.read_exact(&mut name).map_err(Error::io(archive))?;
+        let name = String::from_utf8_lossy(&name).into_owned();
+        if !seen.insert(path_hash(Path::new(&name))) {
+            return Ok(Some(name));
+        }
+        file.seek_relative((length(30) + length(32)) as i64).map_err(Error::io(archive))?;
+    }
+    Ok(None)
+}
+
+fn path_hash(path: &Path) -> u128 {
+    let half = |salt: u8| {
+        let mut hasher = DefaultHasher::new();
+        salt.hash(&mut hasher);
+        path.hash(&mut hasher);
+        hasher.finish() as u128
+    };
+    (half(0) << 64) | half(1)
+}
+
 /// Creates a file 0644 (whatever the archive says), replacing an earlier entry of that name.
 fn create_file(path: &Path) -> Result<File> {
     let mut options = fs::OpenOptions::new();
@@ -740,6 +834,9 @@ mod tests {
         assert_eq!(sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]), Some(ArchiveKind::TarXz));
         assert_eq!(sniff(&tar_head), Some(ArchiveKind::Tar));
         assert_eq!(sniff(b"image,label\na.png,cat\n"), None);
+        let mut csv = b"image,label\n".repeat(60);
+        csv.truncate(512);
+        assert_eq!(sniff(&csv), None, "512 bytes of text are no v7 tar header");
         assert_eq!(sniff(b""), None);
     }
 

@@ -13,7 +13,7 @@ use serde_json::{Map, Number, Value};
 use crate::archive::{self, ArchiveLimits};
 use crate::fetch::{self, FetchOptions, http::ImageDownloader};
 use crate::images::{GoodImage, check_images};
-use crate::layout;
+use crate::layout::{self, LayoutChoice};
 use crate::normalized::{
     BadImage, ColumnMeta, DatasetMeta, FORMAT_VERSION, NormalizedDataset, NormalizedWriter, image_path,
 };
@@ -51,20 +51,47 @@ pub fn import(dataset: &Dataset, context: &ImportContext) -> Result<DatasetStatu
     std::fs::create_dir_all(&context.work_dir).map_err(Error::io(&context.work_dir))?;
     let scratch = tempfile::tempdir_in(&context.work_dir).map_err(Error::io(&context.work_dir))?;
     let local = resolve_source(dataset, context, scratch.path())?;
-    let archive_kind = if local.is_file() { archive::detect(&local)? } else { None };
+    let is_table = layout::is_gzipped_csv_name(&local);
+    let archive_kind = if local.is_file() && !is_table { archive::detect(&local)? } else { None };
     let root = match archive_kind {
         Some(_) => {
             let extracted = scratch.path().join("extracted");
-            archive::extract(&local, &extracted, &ArchiveLimits::default())?;
+            archive::extract(&local, &extracted, &ArchiveLimits::default())
+                .map_err(|e| in_source_terms(e, (&local, scratch.path()), dataset))?;
             extracted
         }
-        None => local,
+        None => local.clone(),
     };
-    let detected =
-        layout::detect_with_image_columns(&root, dataset.spec.format, &dataset.spec.image_columns)?;
+    let detected = layout::detect_with(&root, &LayoutChoice::of(&dataset.spec))
+        .map_err(|e| in_source_terms(e, (&root, scratch.path()), dataset))?;
     let image_columns = detected.image_columns.clone();
     let cells = resolve_image_cells(&detected, &image_columns, dataset, context)?;
     write_import(dataset, detected, image_columns, cells, &destination)
+        .map_err(|e| in_source_terms(e, (&root, scratch.path()), dataset))
+}
+
+/// A bad-input message names paths as the user knows them: inside `s3://bucket/x.zip` or the
+/// archive given as `path`, not in the scratch folder it was downloaded or extracted to.
+fn in_source_terms(error: Error, (scratch_path, scratch): (&Path, &Path), dataset: &Dataset) -> Error {
+    if !scratch_path.starts_with(scratch) {
+        return error; // the user's own file or folder: its paths are the user's
+    }
+    let source = &dataset.spec.source;
+    let label = match (&source.s3, &source.http, &source.path) {
+        (Some(s3), _, _) => s3.uri.trim_end_matches('/').to_owned(),
+        (_, Some(http), _) => http.url.clone(),
+        (_, _, Some(path)) => path.clone(),
+        _ => return error,
+    };
+    match error {
+        Error::BadInput(message) => {
+            let scratch = scratch_path.display().to_string();
+            Error::BadInput(
+                message.replace(&format!("{scratch}/"), &format!("{label}/")).replace(&scratch, &label),
+            )
+        }
+        other => other,
+    }
 }
 
 /// A local file or folder holding the source.
@@ -83,6 +110,9 @@ fn resolve_source(dataset: &Dataset, context: &ImportContext, scratch: &Path) ->
             )));
         }
         mount.join(&volume.path)
+    } else if let Some(s3) = source.s3.as_ref().filter(|s3| fetch::s3_prefix::is_prefix(&s3.uri)) {
+        let options = FetchOptions::from_limits(&dataset.spec.limits);
+        return fetch::fetch_s3_prefix(s3, scratch, &context.cache_dir, &options);
     } else {
         let options = FetchOptions::from_limits(&dataset.spec.limits);
         return fetch::fetch_source(source, scratch, &options)?.ok_or_else(|| {
@@ -285,6 +315,7 @@ fn dataset_meta(
         image_columns: image_columns.to_vec(),
         label_column: detected.label_column.clone(),
         rows,
+        splits: detected.splits.clone(),
     }
 }
 

@@ -7,9 +7,9 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use ocellus_crds::dataset::DatasetFormat;
+use ocellus_crds::dataset::{DatasetFormat, DatasetSpec};
 
 use super::archive::printable;
 use super::table::{DetectedLayout, RawTable};
@@ -27,34 +27,116 @@ const NAMES_SHOWN: usize = 20;
 /// Bytes of a CSV's first line looked at to pick its delimiter.
 const HEADER_SNIFF_BYTES: u64 = 64 * 1024;
 
+/// What a Dataset's spec says about its layout, beyond what the files show.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LayoutChoice<'a> {
+    /// `spec.format`; anything but `Auto` must match what is found.
+    pub format: DatasetFormat,
+    /// `spec.imageColumns`; empty detects them.
+    pub image_columns: &'a [String],
+    /// `spec.table`: the CSV to read when there are several, by its path inside the source.
+    pub table: Option<&'a str>,
+    /// `spec.splitFolder`: the split to import when the top folders are splits.
+    pub split_folder: Option<&'a str>,
+}
+
+impl<'a> LayoutChoice<'a> {
+    pub fn of(spec: &'a DatasetSpec) -> Self {
+        Self {
+            format: spec.format,
+            image_columns: &spec.image_columns,
+            table: spec.table.as_deref(),
+            split_folder: spec.split_folder.as_deref(),
+        }
+    }
+}
+
 /// Detects the layout under `root` (an extracted archive folder, a folder, or one CSV file)
 /// and reads its table. `format` is the user's `spec.format`; anything but `Auto` must match.
 pub fn detect(root: &Path, format: DatasetFormat) -> Result<DetectedLayout> {
-    detect_with_image_columns(root, format, &[])
+    detect_with(root, &LayoutChoice { format, ..LayoutChoice::default() })
 }
 
-/// [`detect`], with the image columns of a CSV layout named by the user (`spec.imageColumns`)
-/// instead of detected. Empty `image_columns` detects them.
-pub fn detect_with_image_columns(
-    root: &Path,
-    format: DatasetFormat,
-    image_columns: &[String],
-) -> Result<DetectedLayout> {
+/// [`detect`], with the rest of what the spec chose: the image columns, the CSV among several,
+/// the split folder.
+pub fn detect_with(root: &Path, choice: &LayoutChoice) -> Result<DetectedLayout> {
     let metadata = fs::metadata(root).map_err(Error::io(root))?;
     if !metadata.is_dir() {
-        return csv_layout(root, CsvPlace::Alone, format, image_columns);
+        if let Some((field, value)) = folder_fields(choice).next() {
+            return Err(Error::bad_input(format!(
+                "{}: spec.{field} is `{}`, but the source is one CSV file, not an archive or folder; \
+                 remove spec.{field}",
+                root.display(),
+                printable(value)
+            )));
+        }
+        return csv_layout(root, None, CsvPlace::Alone, choice);
     }
     let dir = descend_single_folders(root)?;
-    let csv_files = csv_files_in(&dir)?;
+    let csv_files = match choice.table {
+        Some(table) => vec![named_table(root, &dir, table)?],
+        None => csv_files_in(&dir)?,
+    };
+    if let (Some(split), false) = (choice.split_folder, csv_files.is_empty()) {
+        return Err(Error::bad_input(format!(
+            "{}: spec.splitFolder is `{}`, but the data is a CSV listing the images ({}), not split \
+             folders of class folders; remove spec.splitFolder",
+            dir.display(),
+            printable(split),
+            list_names(csv_files.iter().map(|path| file_name(path)))
+        )));
+    }
     match csv_files.as_slice() {
-        [] => class_folder_layout(&dir, format),
-        [csv] => csv_layout(csv, CsvPlace::InFolder, format, image_columns),
+        [] => class_folder_layout(&dir, choice),
+        [csv] => csv_layout(csv, Some(&dir), CsvPlace::InFolder, choice),
         _ => Err(Error::bad_input(format!(
-            "{}: holds several CSV files ({}); keep the one that lists the images and remove the others",
+            "{}: holds several CSV files ({}); set spec.table to the one this Dataset reads (one \
+             archive can serve a training and a test Dataset), or keep one and remove the others",
             dir.display(),
             list_names(csv_files.iter().map(|path| file_name(path)))
         ))),
     }
+}
+
+/// The spec fields that only apply to an archive or folder, with their values.
+fn folder_fields<'a>(choice: &LayoutChoice<'a>) -> impl Iterator<Item = (&'static str, &'a str)> {
+    [("table", choice.table), ("splitFolder", choice.split_folder)]
+        .into_iter()
+        .filter_map(|(field, value)| Some((field, value?)))
+}
+
+/// `spec.table`'s CSV: a relative path without `..`, under the top folder (after single
+/// folders were descended into) or else under the archive's or folder's root.
+fn named_table(root: &Path, dir: &Path, table: &str) -> Result<PathBuf> {
+    let relative = Path::new(table);
+    if !relative.components().all(|part| matches!(part, Component::Normal(_))) {
+        return Err(Error::bad_input(format!(
+            "spec.table is `{}`: give the CSV's path inside the archive or folder, relative and \
+             without `..` (for example `train.csv` or `labels/train.csv`)",
+            printable(table)
+        )));
+    }
+    if !is_csv_name(table) {
+        return Err(Error::bad_input(format!(
+            "spec.table is `{}`, which is not a .csv or .csv.gz file; name the CSV that lists the images",
+            printable(table)
+        )));
+    }
+    if let Some(csv) = [dir, root].into_iter().map(|base| base.join(relative)).find(|csv| csv.is_file()) {
+        return Ok(csv);
+    }
+    let found = csv_files_in(dir)?;
+    let found = match found.is_empty() {
+        true => "there is no CSV file at the top".to_owned(),
+        false => {
+            format!("the CSV files at the top are {}", list_names(found.iter().map(|path| file_name(path))))
+        }
+    };
+    Err(Error::bad_input(format!(
+        "{}: has no CSV `{}` (spec.table); {found}. Set spec.table to one of them, with its folder",
+        dir.display(),
+        printable(table)
+    )))
 }
 
 /// Names of the columns that hold image paths or URLs, in table order. A column qualifies when
@@ -78,14 +160,13 @@ pub fn has_image_extension(path: &str) -> bool {
     name.rsplit_once('.').is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
 }
 
-/// Reads a CSV with a header row, streaming. Header names are trimmed, an empty one becomes
+/// Reads a CSV (gzipped when its name ends in `.gz`) with a header row, streaming. Header names are trimmed, an empty one becomes
 /// `column_<n>` (pandas writes its index that way); empty or blank cells are `None`. The
 /// delimiter is `,` unless the header line has no comma but has tabs or semicolons (whichever
 /// is more frequent). A UTF-8 BOM is stripped; anything else that is not UTF-8 is refused.
 pub fn read_csv(path: &Path) -> Result<RawTable> {
     let delimiter = sniff_delimiter(path)?;
-    let file = fs::File::open(path).map_err(Error::io(path))?;
-    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(file);
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(open_csv(path)?);
     let header = reader.byte_headers().map_err(|e| csv_failure(path, e))?.clone();
     let columns = column_names(path, &header)?;
     let mut rows = Vec::new();
@@ -150,7 +231,8 @@ enum ItemKind {
     Other,
 }
 
-fn class_folder_layout(dir: &Path, format: DatasetFormat) -> Result<DetectedLayout> {
+fn class_folder_layout(dir: &Path, choice: &LayoutChoice) -> Result<DetectedLayout> {
+    let format = choice.format;
     if !matches!(format, DatasetFormat::Auto | DatasetFormat::ClassFolders) {
         let folders: Vec<String> = visible_items(dir)?
             .into_iter()
@@ -167,12 +249,14 @@ fn class_folder_layout(dir: &Path, format: DatasetFormat) -> Result<DetectedLayo
             dir.display()
         )));
     }
+    let (class_root, splits) = class_root(dir, choice.split_folder)?;
     Ok(DetectedLayout {
         format: DatasetFormat::ClassFolders,
-        table: class_folder_table(dir)?,
-        base_dir: dir.to_path_buf(),
+        table: class_folder_table(&class_root)?,
+        base_dir: class_root,
         image_columns: vec!["image".to_owned()],
         label_column: Some("label".to_owned()),
+        splits,
     })
 }
 
@@ -182,9 +266,7 @@ fn class_folder_table(dir: &Path) -> Result<RawTable> {
     let mut rows = Vec::new();
     let mut loose_image = None;
     let mut empty_folder = None;
-    let items = visible_items(dir)?;
-    refuse_split_folders(dir, &items)?;
-    for item in items {
+    for item in visible_items(dir)? {
         match item.kind {
             ItemKind::Dir => {
                 let images = images_under(&item.path, &item.name)?;
@@ -230,29 +312,66 @@ fn class_folder_table(dir: &Path) -> Result<RawTable> {
 /// Folder names that name a split of the data, not a class.
 const SPLIT_FOLDER_NAMES: [&str; 5] = ["train", "test", "val", "valid", "validation"];
 
+/// The folder whose folders are the classes, and the split folders found above it.
+///
 /// `train/cat/1.png` beside `test/cat/2.png` is a split with class folders inside: taking
-/// `train` and `test` as the classes would fit a model of which split an image came from.
-fn refuse_split_folders(dir: &Path, items: &[Item]) -> Result<()> {
-    let folders: Vec<&Item> = items.iter().filter(|item| item.kind == ItemKind::Dir).collect();
+/// `train` and `test` as the classes would fit a model of which split an image came from, so
+/// that layout needs `spec.splitFolder`. An archive of one split (`train/cat/…` alone) was
+/// already descended into; naming it is allowed.
+fn class_root(dir: &Path, split_folder: Option<&str>) -> Result<(PathBuf, Vec<String>)> {
+    let splits = split_folders(dir)?;
+    let names = || list_names(splits.iter().map(|folder| folder.name.as_str()));
+    let wanted = match split_folder {
+        Some(wanted) => wanted,
+        None if splits.is_empty() => return Ok((dir.to_path_buf(), Vec::new())),
+        None => {
+            return Err(Error::bad_input(format!(
+                "{}: the top folders {} are splits with class folders inside, not classes; set \
+                 spec.splitFolder to the split this Dataset imports (for example `splitFolder: train`, \
+                 and a second Dataset with `splitFolder: test` for the Experiment's testDatasetRef)",
+                dir.display(),
+                names()
+            )));
+        }
+    };
+    if let Some(split) = splits.iter().find(|folder| folder.name.eq_ignore_ascii_case(wanted)) {
+        let found = splits.iter().map(|folder| folder.name.clone()).collect();
+        return Ok((split.path.clone(), found));
+    }
+    if let Some(name) = dir.file_name().and_then(|name| name.to_str())
+        && name.eq_ignore_ascii_case(wanted)
+        && splits.is_empty()
+    {
+        return Ok((dir.to_path_buf(), vec![name.to_owned()]));
+    }
+    let found = match splits.is_empty() {
+        true => "the top folders are not split folders (train, test, val…) of class folders".to_owned(),
+        false => format!("the split folders are {}", names()),
+    };
+    Err(Error::bad_input(format!(
+        "{}: spec.splitFolder is `{}` but {found}; set it to one of those, or remove it",
+        dir.display(),
+        printable(wanted)
+    )))
+}
+
+/// The top folders when every one of them names a split and at least one holds folders.
+fn split_folders(dir: &Path) -> Result<Vec<Item>> {
+    let folders: Vec<Item> =
+        visible_items(dir)?.into_iter().filter(|item| item.kind == ItemKind::Dir).collect();
     let all_split_names = !folders.is_empty()
         && folders
             .iter()
             .all(|folder| SPLIT_FOLDER_NAMES.contains(&folder.name.to_ascii_lowercase().as_str()));
     if !all_split_names {
-        return Ok(());
+        return Ok(Vec::new());
     }
     for folder in &folders {
         if visible_items(&folder.path)?.iter().any(|item| item.kind == ItemKind::Dir) {
-            return Err(Error::bad_input(format!(
-                "{}: the top folders {} are splits with class folders inside, not classes; reading \
-                 splits from folder names is not supported yet: import each split as its own Dataset \
-                 (its folder, prefix or archive) and name the test one in the Experiment's testDatasetRef",
-                dir.display(),
-                list_names(folders.iter().map(|folder| folder.name.as_str()))
-            )));
+            return Ok(folders);
         }
     }
-    Ok(())
+    Ok(Vec::new())
 }
 
 /// Relative paths (`prefix/…`, `/`-separated) of the image files anywhere under `dir`.
@@ -291,8 +410,44 @@ fn csv_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-fn is_csv_name(name: &str) -> bool {
-    name.rsplit_once('.').is_some_and(|(_, ext)| ext.eq_ignore_ascii_case("csv"))
+pub(crate) fn is_csv_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.ends_with(".csv") || name.ends_with(".csv.gz")
+}
+
+/// A CSV file named `*.csv.gz` (any case): read through gzip; a source file of that name is
+/// a table, not a tar.gz.
+pub fn is_gzipped_csv_name(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| name.to_string_lossy().to_ascii_lowercase().ends_with(".csv.gz"))
+}
+
+/// A gzipped CSV that does not decompress is bad input; other read failures are the machine's.
+fn read_failure(path: &Path, source: std::io::Error) -> Error {
+    let gzipped = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
+    if gzipped
+        && matches!(
+            source.kind(),
+            std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    {
+        return Error::bad_input(format!(
+            "{}: not a readable gzip file ({source}); compress the CSV again with gzip, or upload it uncompressed",
+            path.display()
+        ));
+    }
+    Error::io(path)(source)
+}
+
+fn open_csv(path: &Path) -> Result<Box<dyn Read>> {
+    let file = fs::File::open(path).map_err(Error::io(path))?;
+    let gzipped = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
+    Ok(if gzipped {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(file)
+    })
 }
 
 /// The folder's entries that matter, sorted by name. A name that is not UTF-8 is refused,
@@ -323,16 +478,19 @@ fn visible_items(dir: &Path) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-fn is_ignored_name(name: &str) -> bool {
+pub(crate) fn is_ignored_name(name: &str) -> bool {
     name.starts_with('.') || matches!(name, "__MACOSX" | "Thumbs.db" | "desktop.ini")
 }
 
+/// `top` is the folder the CSV was found in or under; image paths are relative to the CSV's
+/// own folder, or else (a CSV in a subfolder, named by spec.table) to `top`.
 fn csv_layout(
     csv: &Path,
+    top: Option<&Path>,
     place: CsvPlace,
-    format: DatasetFormat,
-    named_columns: &[String],
+    choice: &LayoutChoice,
 ) -> Result<DetectedLayout> {
+    let format = choice.format;
     if format == DatasetFormat::ClassFolders {
         return Err(Error::bad_input(format!(
             "{}: spec.format is ClassFolders but the data is {}; set spec.format to Auto, or remove \
@@ -345,25 +503,70 @@ fn csv_layout(
         )));
     }
     let table = read_csv(csv)?;
-    let base_dir = match csv.parent() {
+    let parent = match csv.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
+    };
+    let named_columns = choice.image_columns;
+    let base_dir = match top {
+        Some(top)
+            if top != parent
+                && !resolves_under(&table, named_columns, &parent)
+                && resolves_under(&table, named_columns, top) =>
+        {
+            top.to_path_buf()
+        }
+        _ => parent,
     };
     let columns = match named_columns {
         [] => image_columns(&table, &base_dir),
         named => check_named_columns(csv, &table, named)?,
     };
     if columns.is_empty() {
+        let unresolved = match first_missing_image_path(&table, &base_dir) {
+            Some(path) => format!(" (`{}` is not found next to the CSV)", printable(path)),
+            None => String::new(),
+        };
         return Err(Error::bad_input(format!(
-            "{}: no column holds image paths or URLs; columns are: {}. Name the image column in \
-             spec.imageColumns or check the paths",
+            "{}: no column holds image paths or URLs{unresolved}; columns are: {}. Name the image \
+             column in spec.imageColumns or check the paths",
             csv.display(),
             list_names(table.columns.iter().map(String::as_str))
         )));
     }
     let references = references_of(csv, &table, &columns)?;
     let format = resolve_csv_format(csv, format, references, place, &columns)?;
-    Ok(DetectedLayout { format, table, base_dir, image_columns: columns, label_column: None })
+    Ok(DetectedLayout {
+        format,
+        table,
+        base_dir,
+        image_columns: columns,
+        label_column: None,
+        splits: Vec::new(),
+    })
+}
+
+/// Whether the table's image paths are files under `base`: some column is detected as image
+/// paths or URLs there, or (named columns) most of a sample of a named column's paths exist.
+fn resolves_under(table: &RawTable, named: &[String], base: &Path) -> bool {
+    if named.is_empty() {
+        return !image_columns(table, base).is_empty();
+    }
+    named.iter().filter_map(|name| table.column_index(name)).any(|index| {
+        let paths: Vec<&str> = non_empty_values(table, index).filter(|value| !is_http_url(value)).collect();
+        !paths.is_empty() && most_exist(&paths, base)
+    })
+}
+
+/// The first cell that looks like a local image path but is no file under `base`.
+fn first_missing_image_path<'a>(table: &'a RawTable, base: &Path) -> Option<&'a str> {
+    table
+        .rows
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|value| value.trim())
+        .find(|value| !is_http_url(value) && has_image_extension(value) && !base.join(value).is_file())
 }
 
 fn check_named_columns(csv: &Path, table: &RawTable, named: &[String]) -> Result<Vec<String>> {
@@ -509,11 +712,10 @@ fn non_empty_values(table: &RawTable, index: usize) -> impl Iterator<Item = &str
 
 /// `,` unless the first line has none but has tabs or semicolons.
 fn sniff_delimiter(path: &Path) -> Result<u8> {
-    let file = fs::File::open(path).map_err(Error::io(path))?;
     let mut first_line = Vec::new();
-    BufReader::new(file.take(HEADER_SNIFF_BYTES))
+    BufReader::new(open_csv(path)?.take(HEADER_SNIFF_BYTES))
         .read_until(b'\n', &mut first_line)
-        .map_err(Error::io(path))?;
+        .map_err(|source| read_failure(path, source))?;
     Ok(delimiter_of(&first_line))
 }
 
@@ -577,7 +779,7 @@ fn utf8_field<'a>(path: &Path, line: u64, field: &'a [u8]) -> Result<&'a str> {
 
 fn csv_failure(path: &Path, err: csv::Error) -> Error {
     match err.into_kind() {
-        csv::ErrorKind::Io(source) => Error::io(path)(source),
+        csv::ErrorKind::Io(source) => read_failure(path, source),
         csv::ErrorKind::UnequalLengths { pos, expected_len, len } => Error::bad_input(format!(
             "{}: line {} has {len} fields but the header has {expected_len}; fix that row (quote \
              values that contain the delimiter)",

@@ -34,6 +34,9 @@ pub struct DatasetMeta {
     pub image_columns: Vec<String>,
     pub label_column: Option<String>,
     pub rows: i64,
+    /// The split folders of the source, when `spec.splitFolder` picked one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -70,6 +70,7 @@ pub fn profile_rows(meta: &DatasetMeta, rows: &[Map<String, Value>], bad_images:
         image_columns: meta.image_columns.clone(),
         bad_images: Some(bad_images),
         classes,
+        splits: meta.splits.clone(),
         ..DatasetStatus::default()
     }
 }

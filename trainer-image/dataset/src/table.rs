@@ -29,4 +29,6 @@ pub struct DetectedLayout {
     pub image_columns: Vec<String>,
     /// The label column the layout itself defines (`label` for class folders).
     pub label_column: Option<String>,
+    /// The split folders found at the top (`train`, `test`…), one of which was imported.
+    pub splits: Vec<String>,
 }

@@ -315,3 +315,98 @@ fn the_cli_imports_parents_before_splits_and_exits_65_on_bad_input() {
     assert_eq!(output.status.code(), Some(EXIT_BAD_INPUT));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing-here.zip does not exist"));
 }
+
+/// Messages name paths inside the archive as the user gave it, not the scratch folder it was
+/// extracted to; and a `*.csv.gz` source is read as the table it is.
+#[test]
+fn errors_name_paths_inside_the_archive_and_a_gzipped_csv_source_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = png([9, 9, 9]);
+    let entries: [(&str, &[u8]); 3] = [
+        ("set/a.png", &image),
+        ("set/train.csv", b"image,label\na.png,x\n"),
+        ("set/test.csv", b"image,label\na.png,y\n"),
+    ];
+    std::fs::write(dir.path().join("two-tables.zip"), zip(&entries)).unwrap();
+    let error =
+        import(&dataset("two", "  source: {path: two-tables.zip}\n"), &context(dir.path())).unwrap_err();
+    assert_eq!(error.exit_code(), EXIT_BAD_INPUT);
+    let message = error.to_string();
+    assert!(message.starts_with("two-tables.zip/set: holds several CSV files"), "{message}");
+    assert!(!message.contains(&dir.path().join("work").display().to_string()), "{message}");
+
+    let photos: Vec<(String, Vec<u8>)> =
+        (0..4u8).map(|i| (format!("p{i}.png"), png([i * 60, 10, 10]))).collect();
+    for (name, bytes) in &photos {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let csv = format!(
+        "image,label\n{}",
+        photos.iter().enumerate().map(|(i, (n, _))| format!("{n},{}\n", i % 2)).collect::<String>()
+    );
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(csv.as_bytes()).unwrap();
+    std::fs::write(dir.path().join("labels.csv.gz"), encoder.finish().unwrap()).unwrap();
+    let profile = import(&dataset("gz", "  source: {path: labels.csv.gz}\n"), &context(dir.path())).unwrap();
+    assert_eq!(profile.rows, Some(4));
+}
+
+/// One uploaded archive of `train/<class>/…` and `test/<class>/…` makes two Datasets labelled
+/// by class, and the profile lists the splits found; without spec.splitFolder it is refused.
+#[test]
+fn a_split_folder_archive_makes_a_training_and_a_test_dataset_labelled_by_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let images: Vec<Vec<u8>> = (0..5u8).map(|i| png([i * 40, 10, 10])).collect();
+    let entries: [(&str, &[u8]); 5] = [
+        ("train/cat/1.png", &images[0]),
+        ("train/cat/2.png", &images[1]),
+        ("train/dog/3.png", &images[2]),
+        ("Test/cat/4.png", &images[3]),
+        ("Test/dog/5.png", &images[4]),
+    ];
+    std::fs::write(dir.path().join("pets.zip"), zip(&entries)).unwrap();
+    let context = context(dir.path());
+
+    let error = import(&dataset("pets", "  source: {path: pets.zip}\n"), &context).unwrap_err();
+    assert_eq!(error.exit_code(), EXIT_BAD_INPUT);
+    assert!(error.to_string().starts_with("pets.zip: the top folders Test, train are splits"), "{error}");
+
+    let train =
+        import(&dataset("pets-train", "  source: {path: pets.zip}\n  splitFolder: train\n"), &context)
+            .unwrap();
+    let test =
+        import(&dataset("pets-test", "  source: {path: pets.zip}\n  splitFolder: test\n"), &context).unwrap();
+    let classes = |profile: &DatasetStatus| -> Vec<(String, i64)> {
+        profile.classes.iter().map(|c| (c.name.clone(), c.count)).collect()
+    };
+    assert_eq!(classes(&train), [("cat".to_owned(), 2), ("dog".to_owned(), 1)]);
+    assert_eq!(classes(&test), [("cat".to_owned(), 1), ("dog".to_owned(), 1)]);
+    assert_eq!(train.splits, ["Test", "train"]);
+    let rows = NormalizedDataset::open(&dir.path().join("datasets/pets-test")).unwrap().rows().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|row| row["label"] != "Test"), "{rows:?}");
+}
+
+/// One archive with two tables serves two Datasets through spec.table.
+#[test]
+fn spec_table_picks_the_csv_inside_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = png([9, 9, 9]);
+    let other = png([90, 9, 9]);
+    let entries: [(&str, &[u8]); 4] = [
+        ("set/a.png", &image),
+        ("set/b.png", &other),
+        ("set/train.csv", b"image,label\na.png,x\nb.png,y\n"),
+        ("set/test.csv", b"image,label\nb.png,y\n"),
+    ];
+    std::fs::write(dir.path().join("two-tables.zip"), zip(&entries)).unwrap();
+    let context = context(dir.path());
+    let train =
+        import(&dataset("t1", "  source: {path: two-tables.zip}\n  table: train.csv\n"), &context).unwrap();
+    let test = import(&dataset("t2", "  source: {path: two-tables.zip}\n  table: set/test.csv\n"), &context)
+        .unwrap();
+    assert_eq!((train.rows, test.rows), (Some(2), Some(1)));
+    let error = import(&dataset("t3", "  source: {path: two-tables.zip}\n  table: valid.csv\n"), &context)
+        .unwrap_err();
+    assert!(error.to_string().starts_with("two-tables.zip/set: has no CSV `valid.csv`"), "{error}");
+}

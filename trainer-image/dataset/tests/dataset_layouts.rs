@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ocellus_crds::dataset::DatasetFormat;
 use ocellus_dataset::Error;
 use ocellus_dataset::archive::{self, ArchiveKind, ArchiveLimits, ExtractSummary};
-use ocellus_dataset::layout;
+use ocellus_dataset::layout::{self, LayoutChoice};
 use tempfile::TempDir;
 
 const ALL_KINDS: [ArchiveKind; 5] =
@@ -75,11 +75,7 @@ fn tar_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
 fn compress(kind: ArchiveKind, tar: Vec<u8>) -> Vec<u8> {
     match kind {
         ArchiveKind::Tar => tar,
-        ArchiveKind::TarGz => {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            encoder.write_all(&tar).unwrap();
-            encoder.finish().unwrap()
-        }
+        ArchiveKind::TarGz => gzip(&tar),
         ArchiveKind::TarBz2 => {
             let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
             encoder.write_all(&tar).unwrap();
@@ -206,6 +202,28 @@ fn every_archive_kind_is_detected_by_magic_bytes_and_extracts() {
 }
 
 #[test]
+fn a_tar_from_before_ustar_is_detected_and_extracts() {
+    let work = TempDir::new().unwrap();
+    let files = class_folder_files();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes) in &files {
+        let mut header = tar::Header::new_old();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, bytes.as_slice()).unwrap();
+    }
+    let bytes = tar.into_inner().unwrap();
+    assert_ne!(&bytes[257..262], b"ustar", "a v7 header has no magic");
+    let path = write_file(work.path(), "old.tar", &bytes);
+    assert_eq!(archive::detect(&path).unwrap(), Some(ArchiveKind::Tar));
+    let (dest, summary) = extract_ok(&path);
+    assert_eq!(summary.files, files.len() as u64);
+    let detected = layout::detect(&dest, DatasetFormat::Auto).unwrap();
+    assert_eq!(detected.format, DatasetFormat::ClassFolders);
+    assert_eq!(detected.table.rows.len(), 4);
+}
+
+#[test]
 fn a_csv_is_not_an_archive() {
     let work = TempDir::new().unwrap();
     let csv = write_file(work.path(), "data.zip", b"image,label\na.png,cat\n");
@@ -256,25 +274,55 @@ fn macos_junk_is_skipped_and_a_single_top_folder_is_descended() {
     assert_eq!(column(&detected, "label"), strings(&["sedan", "suv"]));
 }
 
+fn choice(split_folder: Option<&'static str>, table: Option<&'static str>) -> LayoutChoice<'static> {
+    LayoutChoice { split_folder, table, ..LayoutChoice::default() }
+}
+
 #[test]
-fn split_folders_with_class_folders_inside_are_refused_not_taken_as_classes() {
+fn split_folders_need_spec_split_folder_and_then_label_by_class() {
     let work = TempDir::new().unwrap();
     let files: Files = vec![
-        ("train/cat/a.png", png([10, 10, 10])),
-        ("train/dog/b.png", png([90, 90, 90])),
-        ("test/cat/c.png", png([20, 20, 20])),
-        ("test/dog/d.png", png([80, 80, 80])),
+        ("Train/cat/a.png", png([10, 10, 10])),
+        ("Train/cat/b.png", png([12, 12, 12])),
+        ("Train/dog/c.png", png([90, 90, 90])),
+        ("test/cat/d.png", png([20, 20, 20])),
+        ("test/dog/e.png", png([80, 80, 80])),
     ];
     write_tree(work.path(), &files);
     let message = bad_input(layout::detect(work.path(), DatasetFormat::Auto));
-    assert_contains(&message, "splits with class folders inside");
-    assert_contains(&message, "testDatasetRef");
+    assert_contains(
+        &message,
+        "the top folders Train, test are splits with class folders inside, not classes",
+    );
+    assert_contains(&message, "set spec.splitFolder");
 
-    // Class folders that happen to hold no split inside are still classes.
+    let train = layout::detect_with(work.path(), &choice(Some("train"), None)).unwrap();
+    assert_eq!(train.format, DatasetFormat::ClassFolders);
+    assert_eq!(column(&train, "label"), strings(&["cat", "cat", "dog"]));
+    assert_eq!(column(&train, "image"), strings(&["cat/a.png", "cat/b.png", "dog/c.png"]));
+    assert_eq!(train.base_dir, work.path().join("Train"));
+    assert_eq!(train.splits, ["Train", "test"]);
+    let test = layout::detect_with(work.path(), &choice(Some("TEST"), None)).unwrap();
+    assert_eq!(column(&test, "label"), strings(&["cat", "dog"]));
+
+    let message = bad_input(layout::detect_with(work.path(), &choice(Some("val"), None)));
+    assert_contains(&message, "spec.splitFolder is `val` but the split folders are Train, test");
+
+    // An archive of one split was descended into: naming that split is fine.
+    let one = TempDir::new().unwrap();
+    write_tree(one.path(), &files[..3]);
+    let alone = layout::detect_with(one.path(), &choice(Some("train"), None)).unwrap();
+    assert_eq!(column(&alone, "label"), strings(&["cat", "cat", "dog"]));
+
+    // Class folders that happen to hold no split inside are still classes, and a split
+    // folder named there is refused rather than ignored.
     let flat = TempDir::new().unwrap();
     write_tree(flat.path(), &[("train/a.png", png([10, 10, 10])), ("test/b.png", png([90, 90, 90]))]);
     let detected = layout::detect(flat.path(), DatasetFormat::Auto).unwrap();
     assert_eq!(column(&detected, "label"), strings(&["test", "train"]));
+    assert!(detected.splits.is_empty());
+    let message = bad_input(layout::detect_with(flat.path(), &choice(Some("train"), None)));
+    assert_contains(&message, "the top folders are not split folders");
 }
 
 #[test]
@@ -339,6 +387,50 @@ fn zip_entry_with_dotdot_is_refused() {
     let message = bad_input(extract(&path, &ArchiveLimits::default()).1);
     assert_contains(&message, "entry `a/../../zip-evil.png` points outside the archive");
     assert!(!work.path().join("zip-evil.png").exists());
+}
+
+#[test]
+fn an_entry_that_appears_twice_is_refused() {
+    let work = TempDir::new().unwrap();
+    // A zip writer refuses a second entry of one name, so the second name is patched in place
+    // (a name is not covered by the entry's CRC).
+    let zip = zip_of(&[("cat/1.png", png([1, 1, 1])), ("cat/2.png", png([2, 2, 2]))]);
+    let needle = b"cat/2.png";
+    let mut patched = zip.clone();
+    for at in 0..zip.len() - needle.len() {
+        if &zip[at..at + needle.len()] == needle {
+            patched[at..at + needle.len()].copy_from_slice(b"cat/1.png");
+        }
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    append_raw(&mut tar, "cat/1.png", tar::EntryType::Regular, &png([1, 1, 1]));
+    append_raw(&mut tar, "./cat/1.png", tar::EntryType::Regular, &png([2, 2, 2]));
+    for (file, bytes, second) in
+        [("twice.zip", patched, "cat/1.png"), ("twice.tar", tar.into_inner().unwrap(), "./cat/1.png")]
+    {
+        let path = write_file(work.path(), file, &bytes);
+        let message = bad_input(extract(&path, &ArchiveLimits::default()).1);
+        assert_contains(&message, &format!("{file}: entry `{second}` appears twice in the archive"));
+        assert_contains(&message, "one entry per file");
+    }
+}
+
+#[test]
+fn an_archive_inside_the_archive_is_refused_not_skipped() {
+    let work = TempDir::new().unwrap();
+    let inner = zip_of(&[("dog/1.png", png([3, 3, 3]))]);
+    for nested in ["cat/more.zip", "extra/DOGS.TAR.GZ", "x.tgz"] {
+        let zip = zip_of(&[("cat/1.png", png([1, 1, 1])), (nested, inner.clone())]);
+        let path = write_file(work.path(), &format!("{}.zip", nested.replace('/', "_")), &zip);
+        let message = bad_input(extract(&path, &ArchiveLimits::default()).1);
+        assert_contains(&message, &format!("entry `{nested}` is an archive inside the archive"));
+        assert_contains(&message, "upload its contents");
+    }
+    // A gzipped file that is not a tar by name (a CSV, say) is still extracted.
+    let zip = zip_of(&[("cat/1.png", png([1, 1, 1])), ("table.csv.gz", b"not read here".to_vec())]);
+    let path = write_file(work.path(), "gz-csv.zip", &zip);
+    let (dest, _) = extract_ok(&path);
+    assert!(dest.join("table.csv.gz").is_file());
 }
 
 #[test]
@@ -531,6 +623,51 @@ fn archive_with_csv_is_detected_under_auto_and_explicitly() {
     assert_eq!(as_paths.format, DatasetFormat::CsvPaths, "relative paths are local paths too");
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn a_gzipped_csv_reads_as_the_csv_inside_an_archive_and_alone() {
+    let work = TempDir::new().unwrap();
+    let plain = archive_with_csv(work.path());
+    let csv = b"image,label,weight\nimages/a.png,cat,1.5\nimages/b.jpg,dog,\n";
+    let files: Files = vec![
+        ("data/labels.csv.gz", gzip(csv)),
+        ("data/images/a.png", png([5, 5, 5])),
+        ("data/images/b.jpg", jpeg([6, 6, 6])),
+    ];
+    let (dest, _) = extract_ok(&write_file(work.path(), "with-gz-csv.zip", &zip_of(&files)));
+    let gzipped = layout::detect(&dest, DatasetFormat::Auto).unwrap();
+    let expected = layout::detect(&plain, DatasetFormat::Auto).unwrap();
+    assert_eq!(gzipped.format, DatasetFormat::ArchiveWithCsv);
+    assert_eq!((&gzipped.table, &gzipped.image_columns), (&expected.table, &expected.image_columns));
+
+    // A CSV of absolute paths, gzipped, as the whole source.
+    let a = write_file(work.path(), "pics/a.png", &png([1, 2, 3]));
+    let content = format!("path;target\n{};1\n", a.display());
+    let alone = write_file(work.path(), "lists/paths.CSV.GZ", &gzip(content.as_bytes()));
+    assert!(layout::is_gzipped_csv_name(&alone));
+    let detected = layout::detect(&alone, DatasetFormat::Auto).unwrap();
+    assert_eq!(detected.format, DatasetFormat::CsvPaths);
+    assert_eq!(column(&detected, "target"), strings(&["1"]), "the delimiter is sniffed through gzip");
+}
+
+#[test]
+fn a_gzipped_csv_that_does_not_decompress_is_refused() {
+    let work = TempDir::new().unwrap();
+    let mut broken = gzip(b"image,label\na.png,cat\n");
+    broken.truncate(broken.len() / 2);
+    for (name, bytes) in [("cut.csv.gz", broken), ("plain-text.csv.gz", b"image,label\n".to_vec())] {
+        let path = write_file(work.path(), name, &bytes);
+        let message = bad_input(layout::detect(&path, DatasetFormat::Auto));
+        assert_contains(&message, &format!("{name}: not a readable gzip file"));
+        assert_contains(&message, "compress the CSV again");
+    }
+}
+
 #[test]
 fn csv_of_local_paths_is_detected_under_auto_and_explicitly() {
     let work = TempDir::new().unwrap();
@@ -575,11 +712,18 @@ fn image_columns_named_by_the_user_override_detection() {
     let csv = write_file(work.path(), "named.csv", b"pic,label\nmissing/a.png,cat\nmissing/b.png,dog\n");
     assert_contains(&bad_input(layout::detect(&csv, DatasetFormat::Auto)), "no column holds image paths");
 
-    let named = layout::detect_with_image_columns(&csv, DatasetFormat::Auto, &["pic".to_owned()]).unwrap();
+    let named = layout::detect_with(
+        &csv,
+        &LayoutChoice { image_columns: &["pic".to_owned()], ..LayoutChoice::default() },
+    )
+    .unwrap();
     assert_eq!(named.format, DatasetFormat::CsvPaths);
     assert_eq!(named.image_columns, vec!["pic"]);
 
-    let wrong = layout::detect_with_image_columns(&csv, DatasetFormat::Auto, &["photo".to_owned()]);
+    let wrong = layout::detect_with(
+        &csv,
+        &LayoutChoice { image_columns: &["photo".to_owned()], ..LayoutChoice::default() },
+    );
     assert_contains(
         &bad_input(wrong),
         "spec.imageColumns names `photo`, which is not a column; columns are: pic, label",
@@ -683,12 +827,51 @@ fn rows_with_a_different_field_count_are_refused() {
 }
 
 #[test]
-fn several_csvs_at_the_top_are_refused() {
+fn several_csvs_at_the_top_need_spec_table() {
     let work = TempDir::new().unwrap();
     write_file(work.path(), "train.csv", b"image\na.png\n");
     write_file(work.path(), "test.csv", b"image\nb.png\n");
     let message = bad_input(layout::detect(work.path(), DatasetFormat::Auto));
-    assert_contains(&message, "holds several CSV files (test.csv, train.csv); keep the one");
+    assert_contains(&message, "holds several CSV files (test.csv, train.csv); set spec.table");
+}
+
+#[test]
+fn spec_table_picks_one_csv_so_one_archive_serves_two_datasets() {
+    let work = TempDir::new().unwrap();
+    let source = work.path().join("set");
+    write_tree(
+        &source,
+        &[
+            ("images/a.png", png([10, 10, 10])),
+            ("images/b.png", png([90, 90, 90])),
+            ("images/c.png", png([50, 50, 50])),
+            ("train.csv", b"image,label\nimages/a.png,cat\nimages/b.png,dog\n".to_vec()),
+            // In a subfolder, with paths relative to the archive's top, not to its own folder.
+            ("labels/test.csv.gz", gzip(b"image,label\nimages/c.png,cat\n")),
+        ],
+    );
+    let train = layout::detect_with(&source, &choice(None, Some("train.csv"))).unwrap();
+    assert_eq!(train.format, DatasetFormat::ArchiveWithCsv);
+    assert_eq!(column(&train, "label"), strings(&["cat", "dog"]));
+    let test = layout::detect_with(&source, &choice(None, Some("labels/test.csv.gz"))).unwrap();
+    assert_eq!(column(&test, "image"), strings(&["images/c.png"]));
+    assert_eq!(test.base_dir, source, "paths resolved from the top when not from the CSV's folder");
+
+    let message = bad_input(layout::detect_with(&source, &choice(None, Some("valid.csv"))));
+    assert_contains(&message, "has no CSV `valid.csv` (spec.table); the CSV files at the top are train.csv");
+    let message = bad_input(layout::detect_with(&source, &choice(None, Some("../train.csv"))));
+    assert_contains(&message, "relative and without `..`");
+    let message = bad_input(layout::detect_with(&source, &choice(None, Some("images/a.png"))));
+    assert_contains(&message, "not a .csv or .csv.gz file");
+    let message = bad_input(layout::detect_with(&source.join("train.csv"), &choice(None, Some("train.csv"))));
+    assert_contains(&message, "spec.table is `train.csv`, but the source is one CSV file");
+    let message = bad_input(layout::detect_with(&source, &choice(Some("train"), Some("train.csv"))));
+    assert_contains(&message, "spec.splitFolder is `train`, but the data is a CSV listing the images");
+
+    // A path that resolves nowhere is named.
+    write_file(&source, "broken.csv", b"image,label\nphotos/x.png,cat\n");
+    let message = bad_input(layout::detect_with(&source, &choice(None, Some("broken.csv"))));
+    assert_contains(&message, "(`photos/x.png` is not found next to the CSV)");
 }
 
 #[test]

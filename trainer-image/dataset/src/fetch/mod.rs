@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod s3;
+pub mod s3_prefix;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,6 +87,28 @@ fn fetch_s3_source(source: &S3Source, dest_dir: &Path) -> Result<PathBuf> {
     let dest = dest_dir.join(file_name_for(&source.uri, Some(&location.key)));
     let credentials = s3::S3Credentials::source_from_env();
     current_thread_runtime()?.block_on(s3::download_object(source, credentials.as_ref(), &dest))?;
+    Ok(dest)
+}
+
+/// An S3 source that names a prefix (see [`s3_prefix::is_prefix`]): its images and CSV files
+/// fetched into a folder under `dest_dir`, through the object cache in `cache_dir`, and that
+/// folder's path. Blocking, like [`fetch_source`].
+pub fn fetch_s3_prefix(
+    source: &S3Source,
+    dest_dir: &Path,
+    cache_dir: &Path,
+    options: &FetchOptions,
+) -> Result<PathBuf> {
+    let prefix = source.uri.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).map(|(_, p)| p);
+    let dest = dest_dir.join(file_name_for(&source.uri, prefix.map(|p| p.trim_end_matches('/'))));
+    let credentials = s3::S3Credentials::source_from_env();
+    current_thread_runtime()?.block_on(s3_prefix::fetch_prefix(
+        source,
+        credentials.as_ref(),
+        &dest,
+        cache_dir,
+        options,
+    ))?;
     Ok(dest)
 }
 

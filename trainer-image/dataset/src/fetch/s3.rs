@@ -7,6 +7,8 @@ use aws_sdk_s3::error::{ConnectorError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use ocellus_crds::dataset::S3Source;
 
+use tempfile::NamedTempFile;
+
 use super::{PartialFile, innermost_cause, parent_dir, persist};
 use crate::store::client::{Auth, ClientConfig, build_client};
 use crate::{Error, Result};
@@ -59,7 +61,8 @@ impl S3Location {
     pub fn parse(uri: &str) -> Result<Self> {
         let invalid = || {
             Error::bad_input(format!(
-                "spec.source.s3.uri {uri:?} is not of the form s3://bucket/key; fix the URI"
+                "spec.source.s3.uri {uri:?} is not of the form s3://bucket/key (or s3://bucket/prefix/); \
+                 fix the URI"
             ))
         };
         let (bucket, key) =
@@ -68,6 +71,10 @@ impl S3Location {
             return Err(invalid());
         }
         Ok(Self { bucket: bucket.to_owned(), key: key.to_owned() })
+    }
+
+    pub fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
     }
 }
 
@@ -82,29 +89,41 @@ pub async fn download_object(
 ) -> Result<u64> {
     let location = S3Location::parse(&source.uri)?;
     let client = client_for(source, credentials).await;
+    let (file, bytes) = get_object(&client, source, &location, parent_dir(dest)).await?;
+    persist(file, dest)?;
+    Ok(bytes)
+}
+
+/// The object at `location` in a temporary file in `dir`, flushed to disk; errors name it as
+/// `s3://bucket/key`.
+pub(crate) async fn get_object(
+    client: &aws_sdk_s3::Client,
+    source: &S3Source,
+    location: &S3Location,
+    dir: &Path,
+) -> Result<(NamedTempFile, u64)> {
+    let uri = location.uri();
     let output = client
         .get_object()
         .bucket(&location.bucket)
         .key(&location.key)
         .send()
         .await
-        .map_err(|e| get_object_error(source, e))?;
+        .map_err(|e| get_object_error(source, &uri, e))?;
     let mut body = output.body;
-    let mut partial = PartialFile::create_in(parent_dir(dest))?;
+    let mut partial = PartialFile::create_in(dir)?;
     while let Some(chunk) = body.try_next().await.map_err(|e| {
-        Error::unreachable(format!("reading {} broke off: {}; retry later", source.uri, innermost_cause(&e)))
+        Error::unreachable(format!("reading {uri} broke off: {}; retry later", innermost_cause(&e)))
     })? {
         partial.write(&chunk).await?;
     }
-    let (file, bytes) = partial.finish().await?;
-    persist(file, dest)?;
-    Ok(bytes)
+    partial.finish().await
 }
 
 /// The source's client: only the endpoint in the Dataset spec (never `AWS_ENDPOINT_URL*`, which
 /// may point at the artifact store), and unsigned requests when no credentials are configured,
 /// so public buckets work.
-async fn client_for(source: &S3Source, credentials: Option<&S3Credentials>) -> aws_sdk_s3::Client {
+pub(crate) async fn client_for(source: &S3Source, credentials: Option<&S3Credentials>) -> aws_sdk_s3::Client {
     let auth = match credentials {
         Some(c) => Auth::Static {
             access_key_id: c.access_key_id.clone(),
@@ -124,8 +143,7 @@ async fn client_for(source: &S3Source, credentials: Option<&S3Credentials>) -> a
     .await
 }
 
-fn get_object_error(source: &S3Source, error: SdkError<GetObjectError>) -> Error {
-    let uri = &source.uri;
+fn get_object_error(source: &S3Source, uri: &str, error: SdkError<GetObjectError>) -> Error {
     match &error {
         SdkError::ServiceError(context) => {
             service_error(uri, context.err().code(), context.raw().status().as_u16())
@@ -135,7 +153,7 @@ fn get_object_error(source: &S3Source, error: SdkError<GetObjectError>) -> Error
             store_name(source)
         )),
         SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
-            Some(connector) => connector_error(source, connector),
+            Some(connector) => connector_error(source, uri, connector),
             None => Error::unreachable(format!("cannot reach {} for {uri}; retry later", store_name(source))),
         },
         SdkError::ConstructionFailure(_) => Error::bad_input(format!(
@@ -146,11 +164,12 @@ fn get_object_error(source: &S3Source, error: SdkError<GetObjectError>) -> Error
     }
 }
 
-fn service_error(uri: &str, code: Option<&str>, status: u16) -> Error {
+pub(crate) fn service_error(uri: &str, code: Option<&str>, status: u16) -> Error {
     match (code, status) {
-        (Some("NoSuchKey" | "NoSuchBucket"), _) | (None, 404) => {
-            Error::bad_input(format!("{uri} does not exist; check spec.source.s3.uri"))
-        }
+        (Some("NoSuchKey" | "NoSuchBucket"), _) | (None, 404) => Error::bad_input(format!(
+            "{uri} does not exist; check spec.source.s3.uri (to import every object under a \
+                 prefix, end it with `/`)"
+        )),
         (Some(code @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")), _) => {
             Error::bad_input(format!(
                 "credentials were rejected for {uri} ({code}); check the Secret named in credentialsSecretRef \
@@ -172,8 +191,7 @@ fn service_error(uri: &str, code: Option<&str>, status: u16) -> Error {
     }
 }
 
-fn connector_error(source: &S3Source, error: &ConnectorError) -> Error {
-    let uri = &source.uri;
+pub(crate) fn connector_error(source: &S3Source, uri: &str, error: &ConnectorError) -> Error {
     let store = store_name(source);
     if let Some(credentials) = credentials_error(error) {
         return match credentials {
@@ -209,6 +227,6 @@ fn credentials_error(error: &ConnectorError) -> Option<&CredentialsError> {
 }
 
 /// The endpoint for messages, without user info or query; AWS S3 when none is set.
-fn store_name(source: &S3Source) -> String {
+pub(crate) fn store_name(source: &S3Source) -> String {
     source.endpoint.as_deref().map_or_else(|| "S3".to_owned(), super::http::redact)
 }
