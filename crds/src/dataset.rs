@@ -43,9 +43,9 @@ pub struct DatasetSpec {
     #[schemars(length(max = 64), inner(length(min = 1, max = MAX_COLUMN_LEN)))]
     pub image_columns: Vec<String>,
 
-    /// The CSV to read when the source holds several (`train.csv`, `labels/test.csv.gz`): its
-    /// path inside the archive or folder, `/`-separated. One archive can so serve both a
-    /// training and a test Dataset.
+    /// The table (CSV or Parquet) to read when the source holds several (`train.csv`,
+    /// `labels/test.csv.gz`, `train.parquet`): its path inside the archive or folder,
+    /// `/`-separated. One archive can so serve both a training and a test Dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = MAX_PATH_LEN))]
     pub table: Option<String>,
@@ -211,12 +211,16 @@ pub enum DatasetFormat {
     Auto,
     /// An archive or folder with one folder of images per class: columns `image`, `label`.
     ClassFolders,
-    /// An archive with images and a CSV of relative image paths, a target and other columns.
+    /// An archive with images and a table (CSV or Parquet) of relative image paths, a target and
+    /// other columns.
     ArchiveWithCsv,
-    /// A CSV whose image columns hold local paths.
+    /// A table (CSV or Parquet) whose image columns hold local paths.
     CsvPaths,
-    /// A CSV whose image columns hold HTTP(S) URLs.
+    /// A table (CSV or Parquet) whose image columns hold HTTP(S) URLs.
     CsvUrls,
+    /// A Parquet table whose image columns hold the encoded images (PNG, JPEG… bytes, or the
+    /// Hugging Face `{bytes, path}` struct).
+    ImageBytes,
 }
 
 /// What to do with a row whose image is missing or unreadable.

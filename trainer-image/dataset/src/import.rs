@@ -17,7 +17,7 @@ use crate::layout::{self, LayoutChoice};
 use crate::normalized::{
     BadImage, ColumnMeta, DatasetMeta, FORMAT_VERSION, NormalizedDataset, NormalizedWriter, image_path,
 };
-use crate::profile::{infer_type, profile_rows};
+use crate::profile::{infer_as, profile_rows};
 use crate::split::part_indices;
 use crate::table::{DetectedLayout, RawTable};
 use crate::{Error, Result};
@@ -62,7 +62,9 @@ pub fn import(dataset: &Dataset, context: &ImportContext) -> Result<DatasetStatu
         }
         None => local.clone(),
     };
-    let detected = layout::detect_with(&root, &LayoutChoice::of(&dataset.spec))
+    let cell_images = scratch.path().join("cell-images");
+    let choice = LayoutChoice { cell_images: Some(&cell_images), ..LayoutChoice::of(&dataset.spec) };
+    let detected = layout::detect_with(&root, &choice)
         .map_err(|e| in_source_terms(e, (&root, scratch.path()), dataset))?;
     let image_columns = detected.image_columns.clone();
     let cells = resolve_image_cells(&detected, &image_columns, dataset, context)?;
@@ -304,7 +306,7 @@ fn dataset_meta(
             type_: if image_columns.contains(name) {
                 ColumnType::Image
             } else {
-                infer_type(keep.iter().map(|&row| table.rows[row][index].as_deref()))
+                infer_as(table.declared(index), keep.iter().map(|&row| table.rows[row][index].as_deref()))
             },
         })
         .collect();

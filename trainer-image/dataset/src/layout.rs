@@ -1,4 +1,5 @@
-//! Layout detection: class folders, archive with CSV, CSV of paths, CSV of URLs.
+//! Layout detection: class folders, archive with CSV, CSV of paths, CSV of URLs, and Parquet
+//! tables in place of any of those CSVs (also with image bytes in the cells).
 //!
 //! Everywhere in a tree, hidden entries (`.git`, `.DS_Store`, `._*`), `__MACOSX`, `Thumbs.db`
 //! and `desktop.ini` are ignored, and symbolic links to folders are not followed (links to files
@@ -38,6 +39,9 @@ pub struct LayoutChoice<'a> {
     pub table: Option<&'a str>,
     /// `spec.splitFolder`: the split to import when the top folders are splits.
     pub split_folder: Option<&'a str>,
+    /// Where a Parquet table's image bytes are unpacked, one file per cell; without it, a table
+    /// holding image bytes is refused.
+    pub cell_images: Option<&'a Path>,
 }
 
 impl<'a> LayoutChoice<'a> {
@@ -47,6 +51,7 @@ impl<'a> LayoutChoice<'a> {
             image_columns: &spec.image_columns,
             table: spec.table.as_deref(),
             split_folder: spec.split_folder.as_deref(),
+            cell_images: None,
         }
     }
 }
@@ -64,7 +69,7 @@ pub fn detect_with(root: &Path, choice: &LayoutChoice) -> Result<DetectedLayout>
     if !metadata.is_dir() {
         if let Some((field, value)) = folder_fields(choice).next() {
             return Err(Error::bad_input(format!(
-                "{}: spec.{field} is `{}`, but the source is one CSV file, not an archive or folder; \
+                "{}: spec.{field} is `{}`, but the source is one table file, not an archive or folder; \
                  remove spec.{field}",
                 root.display(),
                 printable(value)
@@ -90,7 +95,7 @@ pub fn detect_with(root: &Path, choice: &LayoutChoice) -> Result<DetectedLayout>
         [] => class_folder_layout(&dir, choice),
         [csv] => csv_layout(csv, Some(&dir), CsvPlace::InFolder, choice),
         _ => Err(Error::bad_input(format!(
-            "{}: holds several CSV files ({}); set spec.table to the one this Dataset reads (one \
+            "{}: holds several tables (CSV or Parquet files: {}); set spec.table to the one this Dataset reads (one \
              archive can serve a training and a test Dataset), or keep one and remove the others",
             dir.display(),
             list_names(csv_files.iter().map(|path| file_name(path)))
@@ -116,9 +121,10 @@ fn named_table(root: &Path, dir: &Path, table: &str) -> Result<PathBuf> {
             printable(table)
         )));
     }
-    if !is_csv_name(table) {
+    if !is_table_name(table) {
         return Err(Error::bad_input(format!(
-            "spec.table is `{}`, which is not a .csv or .csv.gz file; name the CSV that lists the images",
+            "spec.table is `{}`, which is not a .csv, .csv.gz or .parquet file; name the table that \
+             lists the images",
             printable(table)
         )));
     }
@@ -180,7 +186,7 @@ pub fn read_csv(path: &Path) -> Result<RawTable> {
             path.display()
         )));
     }
-    Ok(RawTable { columns, rows })
+    Ok(RawTable { columns, rows, declared: Vec::new() })
 }
 
 /// Where a CSV was found: alone (the source is the CSV) or at the top of a folder or archive.
@@ -306,7 +312,7 @@ fn class_folder_table(dir: &Path) -> Result<RawTable> {
         )));
     }
     rows.sort_unstable();
-    Ok(RawTable { columns: vec!["image".to_owned(), "label".to_owned()], rows })
+    Ok(RawTable { columns: vec!["image".to_owned(), "label".to_owned()], rows, declared: Vec::new() })
 }
 
 /// Folder names that name a split of the data, not a class.
@@ -405,14 +411,15 @@ fn descend_single_folders(root: &Path) -> Result<PathBuf> {
 fn csv_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(visible_items(dir)?
         .into_iter()
-        .filter(|item| item.kind == ItemKind::File && is_csv_name(&item.name))
+        .filter(|item| item.kind == ItemKind::File && is_table_name(&item.name))
         .map(|item| item.path)
         .collect())
 }
 
-pub(crate) fn is_csv_name(name: &str) -> bool {
+/// A table file's name: `.csv`, `.csv.gz` or `.parquet` (any case).
+pub(crate) fn is_table_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    name.ends_with(".csv") || name.ends_with(".csv.gz")
+    name.ends_with(".csv") || name.ends_with(".csv.gz") || name.ends_with(".parquet")
 }
 
 /// A CSV file named `*.csv.gz` (any case): read through gzip; a source file of that name is
@@ -502,7 +509,10 @@ fn csv_layout(
             }
         )));
     }
-    let table = read_csv(csv)?;
+    let (table, byte_columns) = read_table(csv, choice.cell_images)?;
+    if !byte_columns.is_empty() {
+        return image_bytes_layout(csv, table, byte_columns, choice);
+    }
     let parent = match csv.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -541,6 +551,60 @@ fn csv_layout(
         table,
         base_dir,
         image_columns: columns,
+        label_column: None,
+        splits: Vec::new(),
+    })
+}
+
+/// A table (CSV or Parquet, told by its first bytes) and the columns that held image bytes.
+fn read_table(path: &Path, cell_images: Option<&Path>) -> Result<(RawTable, Vec<String>)> {
+    if crate::parquet_table::is_parquet_file(path)? {
+        let read = crate::parquet_table::read_parquet(path, cell_images)?;
+        return Ok((read.table, read.byte_columns));
+    }
+    Ok((read_csv(path)?, Vec::new()))
+}
+
+/// A Parquet table whose image columns hold encoded images: the cells name the files they were
+/// unpacked to under `choice.cell_images`. Named image columns must be among the byte columns.
+fn image_bytes_layout(
+    path: &Path,
+    table: RawTable,
+    byte_columns: Vec<String>,
+    choice: &LayoutChoice,
+) -> Result<DetectedLayout> {
+    let listed = list_names(byte_columns.iter().map(String::as_str));
+    if !matches!(choice.format, DatasetFormat::Auto | DatasetFormat::ImageBytes) {
+        return Err(Error::bad_input(format!(
+            "{}: spec.format is {:?} but image column(s) {listed} hold encoded image bytes; set \
+             spec.format to ImageBytes or Auto",
+            path.display(),
+            choice.format
+        )));
+    }
+    let image_columns = match choice.image_columns {
+        [] => byte_columns,
+        named => {
+            check_named_columns(path, &table, named)?;
+            if let Some(other) = named.iter().find(|name| !byte_columns.contains(name)) {
+                return Err(Error::bad_input(format!(
+                    "{}: spec.imageColumns names `{}`, which holds no image bytes; the image \
+                     bytes are in {listed}: name those",
+                    path.display(),
+                    printable(other)
+                )));
+            }
+            named.to_vec()
+        }
+    };
+    Ok(DetectedLayout {
+        format: DatasetFormat::ImageBytes,
+        table,
+        base_dir: choice
+            .cell_images
+            .expect("byte columns are only read with a folder for them")
+            .to_path_buf(),
+        image_columns,
         label_column: None,
         splits: Vec::new(),
     })
@@ -630,7 +694,7 @@ fn resolve_csv_format(
         CsvUrls => references == References::Urls,
         CsvPaths => references != References::Urls,
         ArchiveWithCsv => natural == ArchiveWithCsv,
-        ClassFolders => false,
+        ClassFolders | ImageBytes => false,
     };
     if fits {
         return Ok(if requested == Auto { natural } else { requested });
@@ -819,6 +883,7 @@ mod tests {
                 .iter()
                 .map(|row| row.iter().map(|v| (!v.is_empty()).then(|| v.to_string())).collect())
                 .collect(),
+            declared: Vec::new(),
         }
     }
 

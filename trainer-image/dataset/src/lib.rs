@@ -13,6 +13,7 @@ pub mod import;
 pub mod json_file;
 pub mod layout;
 pub mod normalized;
+pub mod parquet_table;
 pub mod profile;
 pub mod report_client;
 pub mod split;

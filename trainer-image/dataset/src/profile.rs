@@ -6,6 +6,7 @@ use ocellus_crds::dataset::{ClassCount, ColumnProfile, ColumnType, DatasetStatus
 use serde_json::{Map, Value};
 
 use crate::normalized::DatasetMeta;
+use crate::table::DeclaredType;
 
 /// At most this many classes are listed in status; the rest are counted in the files.
 pub const MAX_CLASSES_IN_STATUS: usize = 100;
@@ -15,6 +16,17 @@ pub const MAX_CLASSES_IN_STATUS: usize = 100;
 /// Numeric when every present value parses as a finite number; text when values average
 /// three or more words (sentences, descriptions); categorical otherwise.
 pub fn infer_type<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ColumnType {
+    infer_as(DeclaredType::Inferred, values)
+}
+
+/// The type of a non-image column whose schema declared `declared` (Parquet); a declared
+/// number or date is taken as is, declared strings are text or categorical by their words.
+pub fn infer_as<'a>(declared: DeclaredType, values: impl Iterator<Item = Option<&'a str>>) -> ColumnType {
+    match declared {
+        DeclaredType::Numeric => return ColumnType::Numeric,
+        DeclaredType::Categorical => return ColumnType::Categorical,
+        DeclaredType::Inferred | DeclaredType::Words => {}
+    }
     let (mut present, mut numeric, mut words) = (0usize, 0usize, 0usize);
     for value in values.flatten() {
         present += 1;
@@ -23,7 +35,7 @@ pub fn infer_type<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ColumnTy
         }
         words += value.split_whitespace().count();
     }
-    if present > 0 && numeric == present {
+    if present > 0 && numeric == present && declared == DeclaredType::Inferred {
         ColumnType::Numeric
     } else if present > 0 && words >= 3 * present {
         ColumnType::Text

@@ -332,7 +332,10 @@ fn errors_name_paths_inside_the_archive_and_a_gzipped_csv_source_imports() {
         import(&dataset("two", "  source: {path: two-tables.zip}\n"), &context(dir.path())).unwrap_err();
     assert_eq!(error.exit_code(), EXIT_BAD_INPUT);
     let message = error.to_string();
-    assert!(message.starts_with("two-tables.zip/set: holds several CSV files"), "{message}");
+    assert!(
+        message.starts_with("two-tables.zip/set: holds several tables (CSV or Parquet files"),
+        "{message}"
+    );
     assert!(!message.contains(&dir.path().join("work").display().to_string()), "{message}");
 
     let photos: Vec<(String, Vec<u8>)> =
@@ -409,4 +412,126 @@ fn spec_table_picks_the_csv_inside_the_archive() {
     let error = import(&dataset("t3", "  source: {path: two-tables.zip}\n  table: valid.csv\n"), &context)
         .unwrap_err();
     assert!(error.to_string().starts_with("two-tables.zip/set: has no CSV `valid.csv`"), "{error}");
+}
+
+/// The Parquet fixtures written by pyarrow (see tests/parquet/make.py), copied into `dir`.
+fn parquet_fixture(dir: &Path, name: &str) -> Vec<u8> {
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parquet").join(name)).unwrap();
+    std::fs::write(dir.join(name), &bytes).unwrap();
+    bytes
+}
+
+/// Hugging Face's image struct of PNG and JPEG bytes; column types from the schema (a zip code
+/// stored as a string stays categorical, a date is categorical), a list column dropped.
+#[test]
+fn a_parquet_table_of_image_bytes_imports_with_the_schemas_types() {
+    let dir = tempfile::tempdir().unwrap();
+    parquet_fixture(dir.path(), "pets-bytes.parquet");
+    let spec = "  source: {path: pets-bytes.parquet}\n";
+    let profile = import(&dataset("pets", spec), &context(dir.path())).unwrap();
+    assert_eq!((profile.rows, profile.bad_images), (Some(9), Some(0)));
+    assert_eq!(profile.image_columns, ["image"]);
+    let types: Vec<(&str, ColumnType)> = profile.columns.iter().map(|c| (c.name.as_str(), c.type_)).collect();
+    use ColumnType::{Categorical, Image, Numeric};
+    assert_eq!(
+        types,
+        [
+            ("image", Image),
+            ("label", Categorical),
+            ("zip", Categorical),
+            ("age", Numeric),
+            ("weight", Numeric),
+            ("indoor", Categorical),
+            ("seen", Categorical),
+        ]
+    );
+    assert_eq!(profile.columns.iter().find(|c| c.name == "age").unwrap().missing, 1);
+
+    let copy = dir.path().join("datasets/pets");
+    let rows = NormalizedDataset::open(&copy).unwrap().rows().unwrap();
+    let formats: Vec<image::ImageFormat> = rows
+        .iter()
+        .map(|row| {
+            image::ImageReader::open(copy.join(row["image"].as_str().unwrap()))
+                .unwrap()
+                .with_guessed_format()
+                .unwrap()
+                .format()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(formats[..2], [image::ImageFormat::Png, image::ImageFormat::Jpeg]);
+    let decoded = image::open(copy.join(rows[2]["image"].as_str().unwrap())).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (24, 16));
+    assert_eq!(
+        (rows[0]["label"].clone(), rows[1]["label"].clone()),
+        (serde_json::json!("cat"), serde_json::json!("dog"))
+    );
+    assert_eq!(rows[0]["zip"], serde_json::json!("02130"));
+    assert_eq!((rows[3]["age"].clone(), rows[4]["age"].clone()), (Value::Null, serde_json::json!(5.0)));
+    assert_eq!(rows[1]["weight"], serde_json::json!(2.75));
+    assert_eq!(
+        (rows[0]["indoor"].clone(), rows[1]["indoor"].clone()),
+        (serde_json::json!("true"), serde_json::json!("false"))
+    );
+    assert_eq!(rows[0]["seen"], serde_json::json!("2024-01-01"));
+    assert!(rows[0].get("tags").is_none());
+}
+
+/// A plain binary column of PNG bytes; and a Parquet of relative paths inside a zip, picked
+/// by spec.table from beside a CSV, its images resolved next to it.
+#[test]
+fn raw_image_bytes_and_a_parquet_of_paths_inside_an_archive_import() {
+    let dir = tempfile::tempdir().unwrap();
+    parquet_fixture(dir.path(), "raw-bytes.parquet");
+    let raw = import(&dataset("raw", "  source: {path: raw-bytes.parquet}\n"), &context(dir.path())).unwrap();
+    assert_eq!((raw.rows, raw.image_columns.clone()), (Some(6), vec!["picture".to_owned()]));
+    assert_eq!(column_type(&raw, "label"), ColumnType::Numeric);
+
+    let table = parquet_fixture(dir.path(), "photo-paths.parquet");
+    let photos: Vec<(String, Vec<u8>)> =
+        (0..4u8).map(|i| (format!("cars/photos/car{i}.png"), png([i * 50, 100, 100]))).collect();
+    let mut entries: Vec<(&str, &[u8])> = photos.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    entries.push(("cars/photo-paths.parquet", &table));
+    entries.push(("cars/notes.csv", b"photo,note\nphotos/car0.png,first\n"));
+    std::fs::write(dir.path().join("cars.zip"), zip(&entries)).unwrap();
+    let spec = "  source: {path: cars.zip}\n  table: photo-paths.parquet\n";
+    let cars = import(&dataset("cars", spec), &context(dir.path())).unwrap();
+    assert_eq!((cars.rows, cars.image_columns.clone()), (Some(4), vec!["photo".to_owned()]));
+    assert_eq!(column_type(&cars, "price"), ColumnType::Numeric);
+    assert_eq!(column_type(&cars, "make"), ColumnType::Categorical);
+    assert_eq!(cars.columns.iter().find(|c| c.name == "price").unwrap().missing, 1);
+    let rows = NormalizedDataset::open(&dir.path().join("datasets/cars")).unwrap().rows().unwrap();
+    assert_eq!(rows[1]["price"], serde_json::json!(12500.5));
+}
+
+#[test]
+fn a_broken_parquet_file_and_image_columns_without_bytes_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = parquet_fixture(dir.path(), "pets-bytes.parquet");
+    std::fs::write(dir.path().join("broken.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+    let error =
+        import(&dataset("broken", "  source: {path: broken.parquet}\n"), &context(dir.path())).unwrap_err();
+    assert_eq!(error.exit_code(), EXIT_BAD_INPUT);
+    let message = error.to_string();
+    assert!(
+        message.contains("broken.parquet: not a readable Parquet file")
+            && message.contains("export it again"),
+        "{message}"
+    );
+    assert!(!dir.path().join("datasets/broken").exists(), "nothing half-written");
+
+    let spec = "  source: {path: pets-bytes.parquet}\n  imageColumns: [zip]\n";
+    let message = import(&dataset("zip", spec), &context(dir.path())).unwrap_err().to_string();
+    assert!(
+        message.contains(
+            "spec.imageColumns names `zip`, which holds no image bytes; the image bytes are in image"
+        ),
+        "{message}"
+    );
+
+    let spec = "  source: {path: pets-bytes.parquet}\n  format: CsvPaths\n";
+    let message = import(&dataset("paths", spec), &context(dir.path())).unwrap_err().to_string();
+    assert!(message.contains("hold encoded image bytes; set spec.format to ImageBytes or Auto"), "{message}");
 }

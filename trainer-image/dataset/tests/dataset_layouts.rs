@@ -832,7 +832,10 @@ fn several_csvs_at_the_top_need_spec_table() {
     write_file(work.path(), "train.csv", b"image\na.png\n");
     write_file(work.path(), "test.csv", b"image\nb.png\n");
     let message = bad_input(layout::detect(work.path(), DatasetFormat::Auto));
-    assert_contains(&message, "holds several CSV files (test.csv, train.csv); set spec.table");
+    assert_contains(
+        &message,
+        "holds several tables (CSV or Parquet files: test.csv, train.csv); set spec.table",
+    );
 }
 
 #[test]
@@ -862,9 +865,9 @@ fn spec_table_picks_one_csv_so_one_archive_serves_two_datasets() {
     let message = bad_input(layout::detect_with(&source, &choice(None, Some("../train.csv"))));
     assert_contains(&message, "relative and without `..`");
     let message = bad_input(layout::detect_with(&source, &choice(None, Some("images/a.png"))));
-    assert_contains(&message, "not a .csv or .csv.gz file");
+    assert_contains(&message, "not a .csv, .csv.gz or .parquet file");
     let message = bad_input(layout::detect_with(&source.join("train.csv"), &choice(None, Some("train.csv"))));
-    assert_contains(&message, "spec.table is `train.csv`, but the source is one CSV file");
+    assert_contains(&message, "spec.table is `train.csv`, but the source is one table file");
     let message = bad_input(layout::detect_with(&source, &choice(Some("train"), Some("train.csv"))));
     assert_contains(&message, "spec.splitFolder is `train`, but the data is a CSV listing the images");
 

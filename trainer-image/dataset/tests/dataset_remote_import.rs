@@ -79,12 +79,13 @@ fn fixtures(local_images: &Path, image_urls: [String; 2]) -> Fixtures {
         ("urls.csv".to_owned(), urls.into_bytes()),
         ("splits.zip".to_owned(), split_folders_zip()),
         ("two-tables.zip".to_owned(), two_tables_zip()),
+        ("pets-bytes.parquet".to_owned(), parquet_fixture("pets-bytes.parquet")),
     ]);
     Fixtures { files }
 }
 
 /// (file, more of the spec, expected rows, expected image column)
-const CASES: [(&str, &str, i64, &str); 8] = [
+const CASES: [(&str, &str, i64, &str); 9] = [
     ("pets.zip", "", 3, "image"),
     ("cars.tar.gz", "", 2, "picture"),
     ("paths.csv", "", 2, "path"),
@@ -93,7 +94,13 @@ const CASES: [(&str, &str, i64, &str); 8] = [
     ("splits.zip", "splitFolder: test", 2, "image"),
     ("two-tables.zip", "table: train.csv", 2, "file"),
     ("two-tables.zip", "table: labels/test.csv.gz", 1, "file"),
+    ("pets-bytes.parquet", "", 9, "image"),
 ];
+
+/// A Parquet fixture written by pyarrow (tests/parquet/make.py).
+fn parquet_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parquet").join(name)).unwrap()
+}
 
 fn import(dir: &Path, name: &str, source: &str, more: &str) -> (Output, Option<DatasetStatus>) {
     let manifest = dir.join(format!("{name}.yaml"));
@@ -218,6 +225,14 @@ async fn an_s3_prefix_of_class_folders_imports_and_reimports_without_a_download(
     let table = format!("{{s3: {{uri: 's3://photos/table/', endpoint: '{}'}}}}", s3.endpoint);
     let (output, profile) = tokio::task::block_in_place(|| import(dir.path(), "prices", &table, ""));
     assert_imported(&output, profile, 2, "photo");
+    // So does a Parquet table beside them.
+    for i in 0..4u8 {
+        s3.put_object("photos", &format!("cars/photos/car{i}.png"), png(100 + i)).await;
+    }
+    s3.put_object("photos", "cars/cars.parquet", parquet_fixture("photo-paths.parquet")).await;
+    let cars = format!("{{s3: {{uri: 's3://photos/cars/', endpoint: '{}'}}}}", s3.endpoint);
+    let (output, profile) = tokio::task::block_in_place(|| import(dir.path(), "cars", &cars, ""));
+    assert_imported(&output, profile, 4, "photo");
 
     // Errors name the bucket's paths, and an empty prefix says what to check.
     s3.put_object("photos", "mixed/cat.png", png(60)).await;
@@ -234,7 +249,7 @@ async fn an_s3_prefix_of_class_folders_imports_and_reimports_without_a_download(
     let (output, _) = tokio::task::block_in_place(|| import(dir.path(), "empty", &empty, ""));
     assert_eq!(output.status.code(), Some(65), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("s3://photos/nothing/ holds no images and no CSV"),
+        stderr(&output).contains("s3://photos/nothing/ holds no images and no CSV or Parquet table"),
         "{}",
         stderr(&output)
     );

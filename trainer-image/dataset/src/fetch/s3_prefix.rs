@@ -1,12 +1,12 @@
 //! An S3 source that ends in `/`: every object under the prefix, fetched into a folder that the
-//! layouts then read as they read an extracted archive (class folders, or a CSV beside its
+//! layouts then read as they read an extracted archive (class folders, or a CSV or Parquet table beside its
 //! images).
 //!
 //! The listing is read one page (1,000 keys) at a time and each page's objects are fetched
 //! before the next page is asked for, so millions of keys never sit in memory together. Objects
 //! land in a cache keyed by store, bucket, key, ETag (or, where a store lists none, the
 //! modification time) and size: a re-import of an unchanged
-//! prefix lists it and fetches nothing. Only images and CSV files are fetched; hidden and macOS
+//! prefix lists it and fetches nothing. Only images and tables (CSV, Parquet) are fetched; hidden and macOS
 //! junk names are skipped as in an archive.
 
 use std::path::{Component, Path, PathBuf};
@@ -20,7 +20,7 @@ use ocellus_crds::dataset::S3Source;
 use super::s3::{S3Credentials, S3Location, client_for, get_object, store_name};
 use super::{FetchOptions, human_duration, persist};
 use crate::archive::ArchiveLimits;
-use crate::layout::{has_image_extension, is_csv_name, is_ignored_name};
+use crate::layout::{has_image_extension, is_ignored_name, is_table_name};
 use crate::{Error, Result};
 
 /// Objects fetched at once.
@@ -111,14 +111,14 @@ pub async fn fetch_prefix(
     }
     if summary.fetched + summary.unchanged == 0 {
         return Err(Error::bad_input(format!(
-            "{} holds no images and no CSV ({listed} objects listed); check spec.source.s3.uri (a prefix \
+            "{} holds no images and no CSV or Parquet table ({listed} objects listed); check spec.source.s3.uri (a prefix \
              ends with `/`)",
             source.uri
         )));
     }
     eprintln!(
         "{}: {} of {} objects fetched, {} unchanged since the last import, {} skipped (not an \
-         image or CSV) in {}",
+         image or table) in {}",
         source.uri,
         summary.fetched,
         summary.fetched + summary.unchanged,
@@ -172,7 +172,7 @@ fn wanted_path(
     if relative.split('/').any(is_ignored_name) {
         return Ok(None);
     }
-    if is_csv_name(relative) {
+    if is_table_name(relative) {
         return Ok(Some(path));
     }
     if !has_image_extension(relative) {
