@@ -28,7 +28,7 @@ export CARGO_TERM_COLOR  ?= never
 # The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
 export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cluster test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm bench-auto
+.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cluster test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm bench-auto bench-s3-prefix
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
@@ -142,11 +142,16 @@ demo: setup testdata/photos
 	@head -5 out/photo-prices/all-rows.csv
 	@echo "== the experiment report: open out/photo-prices/report.html in a browser"
 
-bench: bench-import bench-embed bench-quality bench-gbm bench-auto
+bench: bench-import bench-s3-prefix bench-embed bench-quality bench-gbm bench-auto
 
 bench-import: setup
 	cargo build --release -p ocellus-dataset --bin ocellus-dataset
 	bash bench/import.sh
+
+# The debug importer: dependencies are optimised in dev builds, and the time is in requests.
+bench-s3-prefix: setup tools
+	cargo build -p ocellus-dataset --bin ocellus-dataset
+	bash bench/s3_prefix.sh
 
 bench-embed: setup
 	cargo build -p ocellus-trainer --example embed_bench
