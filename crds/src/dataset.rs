@@ -56,6 +56,13 @@ pub struct DatasetSpec {
     #[schemars(length(min = 1, max = 253))]
     pub split_folder: Option<String>,
 
+    /// For class folders: the folder level that names the class, 1 being the top folders
+    /// (inside the split folder, when there is one). Needed only when every image sits two or
+    /// more folders deep (`batch1/cat/1.jpg`), where either level could be the class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8))]
+    pub class_folder_depth: Option<i32>,
+
     /// What to do with a row whose image is missing or unreadable.
     #[serde(default)]
     pub missing_image_policy: MissingImagePolicy,

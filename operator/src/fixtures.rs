@@ -44,6 +44,7 @@ impl DatasetFixture for Dataset {
             image_columns: vec![],
             table: None,
             split_folder: None,
+            class_folder_depth: None,
             missing_image_policy: Default::default(),
             limits: Default::default(),
         };

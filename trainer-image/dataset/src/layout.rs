@@ -39,6 +39,8 @@ pub struct LayoutChoice<'a> {
     pub table: Option<&'a str>,
     /// `spec.splitFolder`: the split to import when the top folders are splits.
     pub split_folder: Option<&'a str>,
+    /// `spec.classFolderDepth`: the folder level that names the class (1: the top folders).
+    pub class_folder_depth: Option<usize>,
     /// Where a Parquet table's image bytes are unpacked, one file per cell; without it, a table
     /// holding image bytes is refused.
     pub cell_images: Option<&'a Path>,
@@ -51,6 +53,7 @@ impl<'a> LayoutChoice<'a> {
             image_columns: &spec.image_columns,
             table: spec.table.as_deref(),
             split_folder: spec.split_folder.as_deref(),
+            class_folder_depth: spec.class_folder_depth.and_then(|depth| usize::try_from(depth).ok()),
             cell_images: None,
         }
     }
@@ -82,6 +85,14 @@ pub fn detect_with(root: &Path, choice: &LayoutChoice) -> Result<DetectedLayout>
         Some(table) => vec![named_table(root, &dir, table)?],
         None => csv_files_in(&dir)?,
     };
+    if let (Some(depth), false) = (choice.class_folder_depth, csv_files.is_empty()) {
+        return Err(Error::bad_input(format!(
+            "{}: spec.classFolderDepth is {depth}, but the data is a table listing the images ({}), \
+             not class folders; remove spec.classFolderDepth",
+            dir.display(),
+            list_names(csv_files.iter().map(|path| file_name(path)))
+        )));
+    }
     if let (Some(split), false) = (choice.split_folder, csv_files.is_empty()) {
         return Err(Error::bad_input(format!(
             "{}: spec.splitFolder is `{}`, but the data is a CSV listing the images ({}), not split \
@@ -258,7 +269,7 @@ fn class_folder_layout(dir: &Path, choice: &LayoutChoice) -> Result<DetectedLayo
     let (class_root, splits) = class_root(dir, choice.split_folder)?;
     Ok(DetectedLayout {
         format: DatasetFormat::ClassFolders,
-        table: class_folder_table(&class_root)?,
+        table: class_folder_table(&class_root, choice.class_folder_depth)?,
         base_dir: class_root,
         image_columns: vec!["image".to_owned()],
         label_column: Some("label".to_owned()),
@@ -266,9 +277,10 @@ fn class_folder_layout(dir: &Path, choice: &LayoutChoice) -> Result<DetectedLayo
     })
 }
 
-/// Columns `image` (path relative to `dir`, `/`-separated) and `label` (the first-level folder,
-/// also for images nested deeper), sorted by path.
-fn class_folder_table(dir: &Path) -> Result<RawTable> {
+/// Columns `image` (path relative to `dir`, `/`-separated) and `label` (the folder at `depth`,
+/// 1 by default: the first-level folder, also for images nested deeper), sorted by path. With
+/// no depth given, every image sitting two or more folders deep is refused as ambiguous.
+fn class_folder_table(dir: &Path, depth: Option<usize>) -> Result<RawTable> {
     let mut rows = Vec::new();
     let mut loose_image = None;
     let mut empty_folder = None;
@@ -312,7 +324,61 @@ fn class_folder_table(dir: &Path) -> Result<RawTable> {
         )));
     }
     rows.sort_unstable();
+    match depth {
+        None => refuse_ambiguous_depth(dir, &rows)?,
+        Some(depth) => relabel_at_depth(dir, &mut rows, depth)?,
+    }
     Ok(RawTable { columns: vec!["image".to_owned(), "label".to_owned()], rows, declared: Vec::new() })
+}
+
+/// The folders of an image path `a/b/c.png`: `a`, `b`.
+fn folders_of(image: &str) -> Vec<&str> {
+    let mut parts: Vec<&str> = image.split('/').collect();
+    parts.pop();
+    parts
+}
+
+/// When no image sits directly in a class folder, the class may as well be the folder inside:
+/// that is the user's to say.
+fn refuse_ambiguous_depth(dir: &Path, rows: &[Vec<Option<String>>]) -> Result<()> {
+    let images = || rows.iter().filter_map(|row| row[0].as_deref());
+    if images().any(|image| folders_of(image).len() < 2) {
+        return Ok(());
+    }
+    let level = |index: usize| {
+        let mut names: Vec<&str> = images().map(|image| folders_of(image)[index]).collect();
+        names.sort_unstable();
+        names.dedup();
+        list_names(names.into_iter())
+    };
+    let example = images().next().unwrap_or_default();
+    Err(Error::bad_input(format!(
+        "{}: every image sits two or more folders deep (for example `{}`), so the class could be \
+         the top folder ({}) or the folder inside it ({}); set spec.classFolderDepth to 1 to label \
+         by the top folders or to 2 to label by the folders inside them",
+        dir.display(),
+        printable(example),
+        level(0),
+        level(1)
+    )))
+}
+
+/// Labels each image by its folder at `depth` (1: the top folder).
+fn relabel_at_depth(dir: &Path, rows: &mut [Vec<Option<String>>], depth: usize) -> Result<()> {
+    for row in rows.iter_mut() {
+        let image = row[0].clone().unwrap_or_default();
+        let Some(label) = folders_of(&image).get(depth.saturating_sub(1)).map(|name| (*name).to_owned())
+        else {
+            return Err(Error::bad_input(format!(
+                "{}: image `{}` sits above folder level {depth} (spec.classFolderDepth); put every \
+                 image {depth} folders deep, or lower spec.classFolderDepth",
+                dir.display(),
+                printable(&image)
+            )));
+        };
+        row[1] = Some(label);
+    }
+    Ok(())
 }
 
 /// Folder names that name a split of the data, not a class.

@@ -325,6 +325,46 @@ fn split_folders_need_spec_split_folder_and_then_label_by_class() {
     assert_contains(&message, "the top folders are not split folders");
 }
 
+/// `batch1/cat/1.png`: the class could be either level, so the user says which; never a
+/// silent label from the wrong level.
+#[test]
+fn images_two_folders_deep_need_spec_class_folder_depth() {
+    let work = TempDir::new().unwrap();
+    write_tree(
+        work.path(),
+        &[
+            ("batch1/cat/a.png", png([10, 10, 10])),
+            ("batch1/dog/b.png", png([90, 90, 90])),
+            ("batch2/cat/c.png", png([12, 12, 12])),
+            ("batch2/dog/d/e.png", png([80, 80, 80])),
+        ],
+    );
+    let message = bad_input(layout::detect(work.path(), DatasetFormat::Auto));
+    assert_contains(&message, "every image sits two or more folders deep (for example `batch1/cat/a.png`)");
+    assert_contains(&message, "the top folder (batch1, batch2) or the folder inside it (cat, dog)");
+    assert_contains(&message, "set spec.classFolderDepth to 1");
+
+    let depth = |depth| LayoutChoice { class_folder_depth: Some(depth), ..LayoutChoice::default() };
+    let inner = layout::detect_with(work.path(), &depth(2)).unwrap();
+    assert_eq!(column(&inner, "label"), strings(&["cat", "dog", "cat", "dog"]));
+    assert_eq!(column(&inner, "image")[3], Some("batch2/dog/d/e.png".to_owned()));
+    let top = layout::detect_with(work.path(), &depth(1)).unwrap();
+    assert_eq!(column(&top, "label"), strings(&["batch1", "batch1", "batch2", "batch2"]));
+    let message = bad_input(layout::detect_with(work.path(), &depth(3)));
+    assert_contains(&message, "image `batch1/cat/a.png` sits above folder level 3 (spec.classFolderDepth)");
+
+    // A table layout has no class folders to count.
+    write_file(
+        work.path(),
+        "labels.csv",
+        b"image,label
+batch1/cat/a.png,x
+",
+    );
+    let message = bad_input(layout::detect_with(work.path(), &depth(2)));
+    assert_contains(&message, "spec.classFolderDepth is 2, but the data is a table listing the images");
+}
+
 #[test]
 fn devices_and_fifos_are_skipped() {
     let work = TempDir::new().unwrap();
