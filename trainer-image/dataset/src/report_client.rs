@@ -324,10 +324,10 @@ impl<R: Report> Shared<R> {
                     }
                     return Some((report, is_final));
                 }
-            } else if since.is_some_and(|s| s >= self.timing.heartbeat) {
-                if let Some(sent) = state.sent.clone() {
-                    return Some((sent, false));
-                }
+            } else if since.is_some_and(|s| s >= self.timing.heartbeat)
+                && let Some(sent) = state.sent.clone()
+            {
+                return Some((sent, false));
             }
             let wait = match (&state.pending, since) {
                 (Some(_), Some(since)) => self.timing.min_interval.saturating_sub(since),
