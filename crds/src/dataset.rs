@@ -84,7 +84,7 @@ pub struct DatasetSource {
     /// An object in S3 or an S3-compatible store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Source>,
-    /// A file served over HTTP(S).
+    /// A file, or a folder with an HTML index, served over HTTP(S).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSource>,
     /// A file or folder on a PersistentVolumeClaim.
@@ -154,11 +154,12 @@ fn default_secret_access_key_key() -> String {
     "AWS_SECRET_ACCESS_KEY".into()
 }
 
-/// A file served over HTTP(S).
+/// A file, or a folder with an HTML index, served over HTTP(S).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSource {
-    /// URL of an archive or CSV.
+    /// URL of an archive or table (CSV, Parquet), or of a folder when it ends in `/`: the
+    /// folder's index page is read for the images and tables below it.
     #[schemars(length(max = MAX_URL_LEN), regex(pattern = r"^https?://"))]
     pub url: String,
 }

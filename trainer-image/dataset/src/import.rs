@@ -81,7 +81,7 @@ fn in_source_terms(error: Error, (scratch_path, scratch): (&Path, &Path), datase
     let source = &dataset.spec.source;
     let label = match (&source.s3, &source.http, &source.path) {
         (Some(s3), _, _) => s3.uri.trim_end_matches('/').to_owned(),
-        (_, Some(http), _) => http.url.clone(),
+        (_, Some(http), _) => http.url.trim_end_matches('/').to_owned(),
         (_, _, Some(path)) => path.clone(),
         _ => return error,
     };
@@ -112,6 +112,9 @@ fn resolve_source(dataset: &Dataset, context: &ImportContext, scratch: &Path) ->
             )));
         }
         mount.join(&volume.path)
+    } else if let Some(http) = source.http.as_ref().filter(|http| fetch::http_folder::is_folder(&http.url)) {
+        let options = FetchOptions::from_limits(&dataset.spec.limits);
+        return fetch::fetch_http_folder(&http.url, scratch, &options);
     } else if let Some(s3) = source.s3.as_ref().filter(|s3| fetch::s3_prefix::is_prefix(&s3.uri)) {
         let options = FetchOptions::from_limits(&dataset.spec.limits);
         return fetch::fetch_s3_prefix(s3, scratch, &context.cache_dir, &options);

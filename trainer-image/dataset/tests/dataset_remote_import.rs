@@ -254,3 +254,85 @@ async fn an_s3_prefix_of_class_folders_imports_and_reimports_without_a_download(
         stderr(&output)
     );
 }
+
+/// A real folder index: Python's `http.server`, as `python3 -m http.server` serves a folder.
+struct PythonHttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PythonHttpServer {
+    fn start(root: &Path) -> Self {
+        let port = support::s3s::free_port();
+        let mut child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs (make setup installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("python3 -m http.server did not listen on {port}");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for PythonHttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP URL ending in `/` is a folder: its index pages are followed below it, class folders
+/// or a table beside its images read as in an archive, junk skipped, and names decoded.
+#[test]
+fn an_http_folder_with_an_index_imports_like_an_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    for (path, bytes) in [
+        ("pets/cat/1.png", png(10)),
+        ("pets/cat/my photo 2.png", png(20)),
+        ("pets/dog/3.png", png(30)),
+        ("pets/dog/.hidden.png", png(40)),
+        ("pets/README.md", b"# pets".to_vec()),
+        ("outside/cat/9.png", png(90)),
+        ("cars/img/a b.png", png(50)),
+        ("cars/img/c.png", png(60)),
+        ("cars/prices.csv", b"photo,price\nimg/a b.png,1.5\nimg/c.png,2\n".to_vec()),
+        ("empty/README.md", b"nothing here".to_vec()),
+    ] {
+        let file = www.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
+    }
+    let server = PythonHttpServer::start(&www);
+    let source = |path: &str| format!("{{http: {{url: '{}'}}}}", server.url(path));
+    let stderr = |output: &Output| String::from_utf8_lossy(&output.stderr).into_owned();
+
+    let (output, profile) = import(dir.path(), "pets", &source("/pets/"), "");
+    assert_imported(&output, profile.clone(), 3, "image");
+    let classes: Vec<_> = profile.unwrap().classes.iter().map(|c| (c.name.clone(), c.count)).collect();
+    assert_eq!(classes, [("cat".to_owned(), 2), ("dog".to_owned(), 1)]);
+    assert!(stderr(&output).contains("3 files fetched from 3 index pages"), "{}", stderr(&output));
+
+    let (output, profile) = import(dir.path(), "cars", &source("/cars/"), "");
+    assert_imported(&output, profile, 2, "photo");
+
+    let (output, profile) = import(dir.path(), "empty", &source("/empty/"), "");
+    assert_eq!(output.status.code(), Some(65), "{}", stderr(&output));
+    assert!(stderr(&output).contains("/empty/: its index pages list no images and no CSV or Parquet table"));
+    assert!(profile.is_none());
+    let (output, _) = import(dir.path(), "gone", &source("/gone/"), "");
+    assert_eq!(output.status.code(), Some(65), "{}", stderr(&output));
+}

@@ -5,6 +5,7 @@
 //! where the importer would look for one.
 
 pub mod http;
+pub mod http_folder;
 pub mod s3;
 pub mod s3_prefix;
 
@@ -109,6 +110,20 @@ pub fn fetch_s3_prefix(
         cache_dir,
         options,
     ))?;
+    Ok(dest)
+}
+
+/// An HTTP source that names a folder (see [`http_folder::is_folder`]): its images and tables
+/// fetched into a folder under `dest_dir`, and that folder's path. Blocking, like
+/// [`fetch_source`].
+pub fn fetch_http_folder(url: &str, dest_dir: &Path, options: &FetchOptions) -> Result<PathBuf> {
+    let path = reqwest::Url::parse(url).ok().map(|parsed| parsed.path().trim_end_matches('/').to_owned());
+    let dest = dest_dir.join(file_name_for(url, path.as_deref()));
+    let summary = current_thread_runtime()?.block_on(http_folder::fetch_folder(url, &dest, options))?;
+    eprintln!(
+        "{url}: {} files fetched from {} index pages, {} links skipped (not an image or table)",
+        summary.fetched, summary.pages, summary.skipped
+    );
     Ok(dest)
 }
 
