@@ -55,9 +55,7 @@ pub async fn fetch_folder(url: &str, dest: &Path, options: &FetchOptions) -> Res
         let text = String::from_utf8_lossy(&std::fs::read(&saved).map_err(Error::io(&saved))?).into_owned();
         for link in links(&text) {
             let Some((target, relative)) = below(&base, &page, &link) else { continue };
-            let names: Vec<String> =
-                relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-            if names.iter().any(|name| is_ignored_name(name)) {
+            if relative.components().any(|name| is_ignored_name(&name.as_os_str().to_string_lossy())) {
                 summary.skipped += 1;
             } else if target.path().ends_with('/') {
                 if seen.insert(target.clone()) {
