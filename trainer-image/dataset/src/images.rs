@@ -23,6 +23,12 @@ pub struct GoodImage {
 /// Checks one image file against the limits and decodes it fully. The error is a reason a
 /// person can read ("file is missing", "cannot decode: …", "30000x30000 pixels, over …").
 pub fn check_image(path: &Path, limits: &ImportLimits) -> Result<GoodImage, String> {
+    read_and_check(path, limits).map(|(image, _)| image)
+}
+
+/// [`check_image`], also returning the file's bytes, so a caller can store them without
+/// reading the file again.
+fn read_and_check(path: &Path, limits: &ImportLimits) -> Result<(GoodImage, Vec<u8>), String> {
     let bytes = match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => meta.len(),
         Ok(_) => return Err("not a file".into()),
@@ -48,7 +54,7 @@ pub fn check_image(path: &Path, limits: &ImportLimits) -> Result<GoodImage, Stri
     }
     decode(&data, format, pixels)?;
     let sha256 = hex::encode(Sha256::digest(&data));
-    Ok(GoodImage { width, height, format, bytes, sha256 })
+    Ok((GoodImage { width, height, format, bytes, sha256 }, data))
 }
 
 fn reader(data: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, String> {
@@ -75,9 +81,21 @@ fn decode(data: &[u8], format: ImageFormat, pixels: u64) -> Result<(), String> {
     reader.decode().map(drop).map_err(|error| format!("cannot decode: {error}"))
 }
 
-/// Checks many images on all cores; one result per path, in order.
-pub fn check_images(paths: &[PathBuf], limits: &ImportLimits) -> Vec<Result<GoodImage, String>> {
-    paths.par_iter().map(|path| check_image(path, limits)).collect()
+/// Checks many images on all cores; one result per path, in order. Each good image is handed
+/// to `store` with its bytes while they are still in memory (the import writes its copy
+/// there, instead of reading every file a second time); an error from `store` stops the run.
+pub fn check_images<E: Send>(
+    paths: &[PathBuf],
+    limits: &ImportLimits,
+    store: impl Fn(&Path, &GoodImage, &[u8]) -> Result<(), E> + Sync,
+) -> Result<Vec<Result<GoodImage, String>>, E> {
+    paths
+        .par_iter()
+        .map(|path| match read_and_check(path, limits) {
+            Ok((image, data)) => store(path, &image, &data).map(|()| Ok(image)),
+            Err(reason) => Ok(Err(reason)),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
 //! `ocellus dataset import`: one Dataset manifest in, one normalized copy plus profile out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use kube::ResourceExt;
 use ocellus_crds::dataset::{
     ColumnType, Dataset, DatasetSource, DatasetStatus, MissingImagePolicy, SplitSource,
 };
-use rayon::prelude::*;
 use serde_json::{Map, Number, Value};
 
 use crate::archive::{self, ArchiveLimits};
@@ -68,7 +67,7 @@ pub fn import(dataset: &Dataset, context: &ImportContext) -> Result<DatasetStatu
         .map_err(|e| in_source_terms(e, (&root, scratch.path()), dataset))?;
     let image_columns = detected.image_columns.clone();
     let cells = resolve_image_cells(&detected, &image_columns, dataset, context)?;
-    write_import(dataset, detected, image_columns, cells, &destination)
+    write_import(dataset, detected, image_columns, cells, (&destination, scratch.path()))
         .map_err(|e| in_source_terms(e, (&root, scratch.path()), dataset))
 }
 
@@ -176,20 +175,27 @@ fn resolve_image_cells(
         .collect())
 }
 
-/// Checks every distinct image once, applies the bad-image policy and writes the copy.
+/// Checks every distinct image once and stores each good one as it is checked (files in the
+/// import's own `scratch` space are moved, not copied), applies the bad-image policy and
+/// writes the rest of the copy.
 fn write_import(
     dataset: &Dataset,
     detected: DetectedLayout,
     image_columns: Vec<String>,
     cells: Cells,
-    destination: &Path,
+    (destination, scratch): (&Path, &Path),
 ) -> Result<DatasetStatus> {
     let mut distinct: Vec<PathBuf> =
         cells.iter().flatten().filter_map(|c| c.as_ref().ok().cloned()).collect();
     distinct.sort();
     distinct.dedup();
+    let mut writer = NormalizedWriter::create(destination)?;
+    let store = |path: &Path, image: &GoodImage, data: &[u8]| {
+        let movable = path.starts_with(scratch);
+        writer.store_image(path, data, &image.sha256, extension(image), movable).map(drop)
+    };
     let checked: HashMap<PathBuf, std::result::Result<GoodImage, String>> =
-        distinct.iter().cloned().zip(check_images(&distinct, &dataset.spec.limits)).collect();
+        distinct.iter().cloned().zip(check_images(&distinct, &dataset.spec.limits, store)?).collect();
 
     let table = &detected.table;
     let mut bad_images = Vec::new();
@@ -228,15 +234,15 @@ fn write_import(
         )));
     }
     let meta = dataset_meta(&detected, &image_columns, &keep, keep.len() as i64);
-    let mut writer = NormalizedWriter::create(destination)?;
-    // Copy each distinct image once, on all cores; the rows then only name them.
-    let mut to_store: Vec<&(PathBuf, GoodImage)> =
-        keep.iter().flat_map(|&row| good[row].iter().flatten()).collect();
-    to_store.sort_by(|a, b| a.1.sha256.cmp(&b.1.sha256));
-    to_store.dedup_by(|a, b| a.1.sha256 == b.1.sha256);
-    to_store
-        .par_iter()
-        .try_for_each(|(path, image)| writer.add_image(path, &image.sha256, extension(image)).map(drop))?;
+    // Images stored during the check whose every row was dropped leave the copy again.
+    let kept: HashSet<&str> = keep
+        .iter()
+        .flat_map(|&row| good[row].iter().flatten())
+        .map(|(_, image)| image.sha256.as_str())
+        .collect();
+    for image in checked.values().flatten().filter(|image| !kept.contains(image.sha256.as_str())) {
+        writer.remove_image(&image_path(&image.sha256, extension(image)))?;
+    }
     let mut rows = Vec::with_capacity(keep.len());
     for &row_index in &keep {
         let mut row = Map::new();

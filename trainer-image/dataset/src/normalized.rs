@@ -11,7 +11,7 @@
 //! leaves a `DIR` that looks complete.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use ocellus_crds::dataset::{ColumnType, DatasetFormat, DatasetStatus};
@@ -95,18 +95,60 @@ impl NormalizedWriter {
         self.staging.as_ref().expect("staging exists until finish").path()
     }
 
-    /// Stores an image under its content digest (computed by the image check), as a copy: a
-    /// hard link to a user's file would let a later in-place edit change the dataset. Returns
-    /// its path relative to the dataset folder.
-    pub fn add_image(&self, source: &Path, digest: &str, extension: &str) -> Result<String> {
+    /// Stores a checked image under its content digest from the bytes the check read. A file
+    /// this import extracted or downloaded into its own scratch space (`movable`) is renamed
+    /// into place instead, so its bytes are not written twice. A user's file is always copied:
+    /// a hard link would let a later in-place edit change the dataset. Returns the image's path
+    /// relative to the dataset folder.
+    pub fn store_image(
+        &self,
+        source: &Path,
+        data: &[u8],
+        digest: &str,
+        extension: &str,
+        movable: bool,
+    ) -> Result<String> {
         let relative = image_path(digest, extension);
         let target = self.staging().join(&relative);
-        if !target.exists() {
-            let folder = target.parent().expect("images have a folder");
-            std::fs::create_dir_all(folder).map_err(Error::io(folder))?;
-            std::fs::copy(source, &target).map_err(Error::io(source))?;
+        let folder = target.parent().expect("images have a folder");
+        let is_plain_file = || std::fs::symlink_metadata(source).is_ok_and(|meta| meta.file_type().is_file());
+        if movable && is_plain_file() {
+            let moved = std::fs::rename(source, &target).or_else(|error| match error.kind() {
+                ErrorKind::NotFound => {
+                    std::fs::create_dir_all(folder).map_err(Error::io(folder))?;
+                    std::fs::rename(source, &target).map_err(Error::io(source))
+                }
+                _ => Err(Error::io(source)(error)),
+            });
+            // Only another file system (EXDEV) stops a rename here; then the bytes are written.
+            if moved.is_ok() {
+                return Ok(relative);
+            }
+        }
+        let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(&target);
+        let file = match create() {
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                std::fs::create_dir_all(folder).map_err(Error::io(folder))?;
+                create()
+            }
+            other => other,
+        };
+        match file {
+            Ok(mut file) => file.write_all(data).map_err(Error::io(&target))?,
+            // The same content under another name in the source: stored once.
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(Error::io(&target)(error)),
         }
         Ok(relative)
+    }
+
+    /// Removes a stored image again (its rows were dropped after it was stored).
+    pub fn remove_image(&self, relative: &str) -> Result<()> {
+        let path = self.staging().join(relative);
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != ErrorKind::NotFound => Err(Error::io(&path)(error)),
+            _ => Ok(()),
+        }
     }
 
     /// Links an image another normalized copy already stores under `relative`: those copies
@@ -237,5 +279,33 @@ impl NormalizedDataset {
         let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
         serde_json::from_str(&text)
             .map_err(|error| Error::bad_input(format!("{}: unreadable: {error}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_image_copies_user_files_moves_scratch_files_and_keeps_one_per_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = NormalizedWriter::create(&dir.path().join("copy")).unwrap();
+        let (user, scratch) = (dir.path().join("user.png"), dir.path().join("scratch.png"));
+        std::fs::write(&user, b"user bytes").unwrap();
+        std::fs::write(&scratch, b"scratch bytes").unwrap();
+
+        let copied = writer.store_image(&user, b"user bytes", "aa11", "png", false).unwrap();
+        assert_eq!(copied, "images/aa/aa11.png");
+        assert!(user.is_file(), "a user's file stays where it is");
+        let moved = writer.store_image(&scratch, b"scratch bytes", "bb22", "png", true).unwrap();
+        assert!(!scratch.exists(), "a scratch file is renamed into the copy");
+        assert_eq!(std::fs::read(writer.staging().join(&moved)).unwrap(), b"scratch bytes");
+
+        // The same content under a second name is stored once, and the first copy is kept.
+        writer.store_image(&user, b"other", "aa11", "png", false).unwrap();
+        assert_eq!(std::fs::read(writer.staging().join(&copied)).unwrap(), b"user bytes");
+        writer.remove_image(&copied).unwrap();
+        writer.remove_image(&copied).unwrap();
+        assert!(!writer.staging().join(&copied).exists());
     }
 }

@@ -535,3 +535,44 @@ fn a_broken_parquet_file_and_image_columns_without_bytes_are_refused_clearly() {
     let message = import(&dataset("paths", spec), &context(dir.path())).unwrap_err().to_string();
     assert!(message.contains("hold encoded image bytes; set spec.format to ImageBytes or Auto"), "{message}");
 }
+
+/// Images are stored while they are checked; a good image whose only row is dropped for a bad
+/// image in another column must leave the copy again, and the user's own files stay in place.
+#[test]
+fn a_dropped_rows_good_image_is_not_left_in_the_copy_and_user_files_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..4u8 {
+        std::fs::write(photos.join(format!("{i}.png")), png([i * 60, 1, 2])).unwrap();
+    }
+    let csv = "front,back,label\nphotos/0.png,photos/1.png,a\nphotos/2.png,photos/gone.png,b\nphotos/3.png,photos/3.png,a\n";
+    std::fs::write(dir.path().join("two.csv"), csv).unwrap();
+    let spec = "  source: {path: two.csv}\n  missingImagePolicy: DropRow\n  limits: {maxBadPercent: 50}\n";
+    let profile = import(&dataset("two", spec), &context(dir.path())).unwrap();
+    assert_eq!((profile.rows, profile.bad_images), (Some(2), Some(1)));
+
+    let copy = dir.path().join("datasets/two");
+    let stored: Vec<PathBuf> = std::fs::read_dir(copy.join("images"))
+        .unwrap()
+        .flat_map(|folder| std::fs::read_dir(folder.unwrap().path()).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    let mut named: Vec<String> = NormalizedDataset::open(&copy)
+        .unwrap()
+        .rows()
+        .unwrap()
+        .iter()
+        .flat_map(|row| [row["front"].as_str().unwrap().to_owned(), row["back"].as_str().unwrap().to_owned()])
+        .collect();
+    named.sort();
+    named.dedup();
+    assert_eq!(stored.len(), 3, "0, 1 and 3 once; 2 was only in the dropped row: {stored:?}");
+    assert_eq!(named.len(), 3);
+    for image in &named {
+        assert!(copy.join(image).is_file(), "{image}");
+    }
+    for i in 0..4 {
+        assert!(photos.join(format!("{i}.png")).is_file(), "the user's file {i}.png is copied, never moved");
+    }
+}
