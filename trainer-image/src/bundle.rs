@@ -407,7 +407,7 @@ fn softmax(logits: &[f32]) -> Vec<f64> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-fn argmax(values: &[f64]) -> usize {
+pub fn argmax(values: &[f64]) -> usize {
     values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
 }
 

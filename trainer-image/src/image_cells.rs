@@ -1,6 +1,7 @@
 //! Image cells of a table → [`ImageInput`]s: relative or absolute paths, http(s) URLs
 //! (downloaded once into a cache), or inline bytes as `data:image/...;base64,...` or
-//! `base64:...`.
+//! `base64:...`. Cells of a network request ([`ImageCells::for_requests`]) are never paths:
+//! a server must not read its own files for whoever asks, so there bare base64 is the bytes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,13 +19,19 @@ const MAX_IMAGE_BYTES: u64 = 64 << 20;
 
 /// Resolves image cells; `base` is the folder relative paths are relative to.
 pub struct ImageCells {
-    base: PathBuf,
+    /// `None` for cells from the network, which may not name files.
+    base: Option<PathBuf>,
     cache_dir: PathBuf,
 }
 
 impl ImageCells {
     pub fn new(base: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
-        Self { base: base.into(), cache_dir: cache_dir.into() }
+        Self { base: Some(base.into()), cache_dir: cache_dir.into() }
+    }
+
+    /// Cells of inference requests: base64 (bare, `base64:` or a `data:` URL) or http(s) URLs.
+    pub fn for_requests(cache_dir: impl Into<PathBuf>) -> Self {
+        Self { base: None, cache_dir: cache_dir.into() }
     }
 
     /// One input per cell, in order; `column` and the row number name a bad cell.
@@ -57,16 +64,25 @@ impl ImageCells {
             } else if text.starts_with("http://") || text.starts_with("https://") {
                 urls.push((inputs.len(), text.to_owned(), what));
                 inputs.push(ImageInput::Missing);
-            } else {
-                let path = self.base.join(text);
+            } else if let Some(base) = &self.base {
+                let path = base.join(text);
                 if !path.is_file() {
                     return Err(Error::bad_input(format!(
                         "{what}: image file {} does not exist (relative paths are relative to {})",
                         path.display(),
-                        self.base.display()
+                        base.display()
                     )));
                 }
                 inputs.push(ImageInput::Path(path));
+            } else {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| {
+                    Error::bad_input(format!(
+                        "{what}: {} is neither base64 image bytes nor an http(s) URL (a server never \
+                         reads its own files: send the image itself, base64-encoded)",
+                        excerpt(text)
+                    ))
+                })?;
+                inputs.push(ImageInput::Bytes(Arc::new(bytes), what));
             }
         }
         if !urls.is_empty() {
@@ -99,6 +115,14 @@ fn inline_base64(text: &str) -> Option<&str> {
     let rest = text.strip_prefix("data:")?;
     let (header, data) = rest.split_once(',')?;
     header.ends_with(";base64").then_some(data)
+}
+
+/// The start of a long cell, for an error message.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
 }
 
 /// The folder that holds `file`, for resolving paths relative to it.
@@ -136,5 +160,19 @@ mod tests {
         assert!(error.contains("not valid base64"), "{error}");
         let error = cells.resolve("photo", &[Some(&json!(3))]).unwrap_err().to_string();
         assert!(error.contains("not an image path"), "{error}");
+    }
+
+    #[test]
+    fn request_cells_are_base64_or_urls_and_never_read_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret.png");
+        std::fs::write(&file, b"x").unwrap();
+        let cells = ImageCells::for_requests(dir.path().join("cache"));
+        let inputs = cells.resolve("photo", &[Some(&json!("aGk=")), Some(&json!("base64:aGk="))]).unwrap();
+        assert!(inputs.iter().all(|i| matches!(i, ImageInput::Bytes(b, _) if b.as_slice() == b"hi")));
+        for path in [file.display().to_string(), "secret.png".to_owned()] {
+            let error = cells.resolve("photo", &[Some(&json!(path))]).unwrap_err().to_string();
+            assert!(error.contains("neither base64 image bytes nor an http(s) URL"), "{error}");
+        }
     }
 }

@@ -15,5 +15,6 @@ pub mod predict;
 pub mod preprocess;
 pub mod progress;
 pub mod run;
+pub mod serve;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ use ocellus_trainer::backbone::Registry;
 use ocellus_trainer::predict::{self, PredictArgs};
 use ocellus_trainer::preprocess::{Preprocess, open_image};
 use ocellus_trainer::run::{self, RunArgs};
+use ocellus_trainer::serve::{self, ServeArgs};
 use ocellus_trainer::{Error, Result, device};
 use tch::Kind;
 
@@ -40,6 +41,8 @@ enum Command {
     Run(RunArgs),
     /// Score rows (CSV) with the scoring bundle of a finished run.
     Predict(PredictArgs),
+    /// Serve a scoring bundle over HTTP with the KServe v2 inference protocol.
+    Serve(ServeArgs),
     /// Write DIR/report.html again from a finished run's folder (result.json, run.json,
     /// predictions.csv, datasets).
     Report {
@@ -161,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("scored {rows} rows -> {}", output.display());
             Ok(())
         }
+        Command::Serve(args) => serve::serve(args),
         Command::Report { dir } => {
             let path = ocellus_report::write_report(&dir).map_err(Error::from_report)?;
             println!("wrote {}", path.display());
