@@ -54,17 +54,17 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The model named `name`, or the response that says why there is none.
-fn model_named<'a>(state: &'a AppState, name: &str) -> Result<&'a Model, Response> {
-    let model = state
-        .model
-        .get()
-        .ok_or_else(|| refuse(StatusCode::SERVICE_UNAVAILABLE, "the scoring bundle is still loading"))?;
+/// The model named `name`, or the response that says why there is none (boxed: a `Response`
+/// is large next to a reference).
+fn model_named<'a>(state: &'a AppState, name: &str) -> Result<&'a Model, Box<Response>> {
+    let Some(model) = state.model.get() else {
+        return Err(Box::new(refuse(StatusCode::SERVICE_UNAVAILABLE, "the scoring bundle is still loading")));
+    };
     if model.name != name {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::NOT_FOUND,
             format!("no model {name:?} here: this server serves {:?}", model.name),
-        ));
+        )));
     }
     Ok(model)
 }
@@ -72,14 +72,14 @@ fn model_named<'a>(state: &'a AppState, name: &str) -> Result<&'a Model, Respons
 async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     match model_named(&state, &name) {
         Ok(model) => Json(protocol::metadata(model)).into_response(),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
 async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     match model_named(&state, &name) {
         Ok(_) => StatusCode::OK.into_response(),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -98,7 +98,7 @@ async fn infer(
 async fn answer(state: &AppState, name: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     let model = match model_named(state, name) {
         Ok(model) => model,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if headers.contains_key("inference-header-content-length") {
         return refuse(
