@@ -12,6 +12,13 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository").to_path_buf()
 }
 
+/// `ocellus` of this workspace, as `cargo test --workspace` builds it (the trainer's tests need it).
+pub fn ocellus_binary() -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    target.join("debug/ocellus")
+}
+
 /// The variables of the dev cluster's `dev.env` (`tests/cluster/dev-cluster.sh up` writes it;
 /// `OCELLUS_DEV_ENV` names another file). Without it: `None` after printing SKIPPED, or a panic
 /// when `OCELLUS_REQUIRE_CLUSTER=1` (as `make test` sets) makes a missing cluster a failure.

@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ocellus_tests::{dev_cluster_env, repo_root};
+use ocellus_tests::{dev_cluster_env, ocellus_binary, repo_root};
 use serde_json::Value;
 
 #[path = "cluster_e2e/faults.rs"]
 mod faults;
 #[path = "cluster_e2e/queue.rs"]
 mod queue;
+#[path = "cluster_e2e/serving.rs"]
+mod serving;
 
 /// The dev cluster as its `dev.env` describes it.
 struct Cluster {
@@ -525,6 +527,13 @@ fn post_report(cluster: &Cluster, ca: &Path, path: &str, token: Option<&str>, bo
 /// answers to forged reports: no token, a real ServiceAccount token of the namespace minted for
 /// the Experiment's audience but bound to no pod of its Job, a token for another audience, an
 /// oversized and a malformed body.
+/// `ocellus serve` as examples/serving/deployment.yaml deploys it, on the process node.
+#[test]
+fn the_serving_example_deployment_answers_on_the_cluster() {
+    let Some(cluster) = Cluster::find() else { return };
+    serving::the_deployment_example_serves_a_stored_bundle(&cluster);
+}
+
 #[test]
 fn trainers_get_no_api_rights_and_forged_reports_are_refused() {
     let Some(cluster) = Cluster::find() else { return };
@@ -642,13 +651,6 @@ fn argocd_health(script: &str, object: &Value) -> (String, String) {
     let result: mlua::Table = lua.load(source).set_name(script).eval().unwrap();
     let message: Option<String> = result.get("message").unwrap();
     (result.get("status").unwrap(), message.unwrap_or_default())
-}
-
-/// `ocellus` of this workspace, as the tests build it.
-fn ocellus_binary() -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
-    target.join("debug/ocellus")
 }
 
 /// The real API server refuses what the schema and CEL promise to refuse, and `ocellus validate`

@@ -390,7 +390,10 @@ fn a_classification_bundle_answers_labels_and_the_probabilities_asked_for() {
     test_set("digits");
     let out = tempfile::tempdir().unwrap();
     run(&repo().join("examples/local/digits.yaml"), out.path());
-    let server = Server::start(&out.path().join("scoring"), &["--model-name", "digits-v1"]);
+    let server = Server::start(
+        &out.path().join("scoring"),
+        &["--model-name", "digits-v1", "--max-request-bytes", "300000"],
+    );
     let (code, body) = server.get("/v2/models/digits-v1");
     assert_eq!(code, 200, "{body}");
     let metadata: Value = serde_json::from_str(&body).unwrap();
@@ -424,6 +427,12 @@ fn a_classification_bundle_answers_labels_and_the_probabilities_asked_for() {
         response["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["prediction", "p_7"]);
     assert_eq!(server.get("/v2/models/digits/ready").0, 404, "the name given replaces the experiment's");
+
+    // A body over --max-request-bytes: 413, in the protocol's error shape.
+    let big = json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["A".repeat(400_000)]}]});
+    let (code, response) = server.infer("digits-v1", &big);
+    assert_eq!(code, 413, "{response}");
+    assert!(error_of(&response).contains("send fewer rows per request"), "{response}");
     server.terminate();
 }
 

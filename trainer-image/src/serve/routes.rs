@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -87,10 +88,16 @@ async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let start = Instant::now();
-    let response = answer(&state, &name, &headers, &body).await;
+    let response = match body {
+        Ok(body) => answer(&state, &name, &headers, &body).await,
+        // Over --max-request-bytes (413), or a body that could not be read.
+        Err(rejection) => {
+            refuse(rejection.status(), format!("{}: send fewer rows per request", rejection.body_text()))
+        }
+    };
     state.metrics.observe_request(response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
