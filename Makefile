@@ -28,7 +28,7 @@ export CARGO_TERM_COLOR  ?= never
 # The S3-compatible server the dataset fetch tests spawn on 127.0.0.1.
 export OCELLUS_S3S_FS    := $(S3S_FS)
 
-.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cluster test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm bench-auto bench-s3-prefix
+.PHONY: help setup venv native-deps backbones random-backbones testdata tools build crds api-docs test test-cluster test-cuda demo lint clean bench bench-import bench-embed bench-quality bench-gbm bench-auto bench-s3-prefix bench-serve
 
 help:
 	@echo "make demo       set up and run the demo (validate the examples, classify real photos)"
@@ -42,6 +42,7 @@ help:
 	@echo "make test-cuda  the tests that need a GPU (on a GPU machine)"
 	@echo "make bench      every benchmark (release build; see BENCHMARKS.md)"
 	@echo "make bench-gbm  LightGBM (ocellus-tabular) against scikit-learn's HistGradientBoosting"
+	@echo "make bench-serve  ocellus serve against a minimal Python v2 server around the same model"
 	@echo "make test-cluster      the cluster tests (process node, tutorial end to end) on the dev cluster"
 	@echo "make dev-cluster       a real control plane + chart + process node + S3 store on this machine"
 	@echo "make dev-cluster-down  stop it and remove what it made"
@@ -142,7 +143,7 @@ demo: setup testdata/photos
 	@head -5 out/photo-prices/all-rows.csv
 	@echo "== the experiment report: open out/photo-prices/report.html in a browser"
 
-bench: bench-import bench-s3-prefix bench-embed bench-quality bench-gbm bench-auto
+bench: bench-import bench-s3-prefix bench-embed bench-quality bench-gbm bench-auto bench-serve
 
 bench-import: setup
 	cargo build --release -p ocellus-dataset --bin ocellus-dataset
@@ -156,6 +157,10 @@ bench-s3-prefix: setup tools
 bench-embed: setup
 	cargo build -p ocellus-trainer --example embed_bench
 	bash bench/embed.sh
+
+bench-serve: setup
+	cargo build -p ocellus-trainer --bin ocellus
+	bash bench/serve.sh
 
 bench-auto: setup
 	cargo build -p ocellus-trainer --bin ocellus --example train_bench
