@@ -197,7 +197,7 @@ impl StatusServer {
         let user = status.user.unwrap_or_default();
         let username = user.username.as_deref().unwrap_or_default();
         let in_namespace = username.starts_with(&format!("system:serviceaccount:{}:", target.namespace));
-        if !audiences.iter().any(|a| *a == target.audience) || !in_namespace {
+        if !audiences.contains(&target.audience) || !in_namespace {
             return Err(Refusal::WrongAudience);
         }
         Ok(user)
@@ -249,10 +249,14 @@ fn controller_of<'a>(
     meta.owner_references.as_ref()?.iter().find(|r| r.controller == Some(true) && r.kind == kind)
 }
 
-/// A token bucket per reporting object, so one pod cannot flood the operator.
+/// A reporting object: its kind, namespace and name.
+type ObjectKey = (&'static str, String, String);
+
+/// A token bucket per reporting object, so one pod cannot flood the operator: tokens left and
+/// when they were counted.
 #[derive(Default)]
 pub struct Limiter {
-    buckets: Mutex<HashMap<(&'static str, String, String), (f64, Instant)>>,
+    buckets: Mutex<HashMap<ObjectKey, (f64, Instant)>>,
 }
 
 impl Limiter {

@@ -75,7 +75,7 @@ impl Cluster {
         let started = Instant::now();
         loop {
             let experiments: Vec<Value> = names.iter().map(|n| self.get("experiment", n)).collect();
-            if experiments.iter().all(|e| finished(e)) {
+            if experiments.iter().all(finished) {
                 return experiments;
             }
             if started.elapsed() > limit {

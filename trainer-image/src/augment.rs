@@ -282,7 +282,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(9);
         let dull = RgbImage::from_fn(64, 64, |x, y| Rgb([100 + ((x * 7 + y * 13) % 16) as u8; 3]));
         assert!(mean_std(&apply(Augmentation::CLAHE, &dull, &mut rng)).1 > 1.5 * mean_std(&dull).1);
-        let checker = RgbImage::from_fn(16, 16, |x, y| Rgb([if (x + y) % 2 == 0 { 255 } else { 0 }; 3]));
+        let checker =
+            RgbImage::from_fn(16, 16, |x, y| Rgb([if (x + y).is_multiple_of(2) { 255 } else { 0 }; 3]));
         let down = apply(Augmentation::Downscale, &checker, &mut rng);
         assert_eq!(down.get_pixel(1, 2), down.get_pixel(0, 0));
         let white = RgbImage::from_pixel(40, 40, Rgb([255; 3]));

@@ -75,6 +75,7 @@ pub struct FineTuned {
 
 /// Fine-tunes `architecture` on `images` (only rows that have an image) and writes the
 /// result to `folder`.
+#[allow(clippy::too_many_arguments)] // one call site, each argument a different thing
 pub fn fine_tune(
     registry: &Registry,
     architecture: &str,

@@ -63,13 +63,12 @@ impl Optimizer {
         let _guard = tch::no_grad_guard();
         let (b1, b2) = BETAS;
         for (i, (_, parameter)) in self.parameters.iter_mut().enumerate() {
-            let mut grad = parameter.grad();
+            let grad = parameter.grad();
             if !grad.defined() {
                 continue;
             }
-            if grad_scale != 1.0 {
-                grad = grad * grad_scale;
-            }
+            // A new tensor, not `*=`: the parameter's own gradient must stay as autograd left it.
+            let grad = if grad_scale != 1.0 { grad * grad_scale } else { grad };
             match self.kind {
                 OptimizerKind::AdamW => {
                     let _ = parameter.g_mul_scalar_(1.0 - lr * self.weight_decay);

@@ -336,7 +336,7 @@ fn a_trial_keeps_its_top_epochs_and_their_average_is_their_mean_weights() {
 fn two_class_photos(rows: usize) -> Tiny {
     Tiny::new(
         rows,
-        |i| format!("{},{}", Tiny::photo(i), if i % 2 == 0 { "cat" } else { "coffee" }),
+        |i| format!("{},{}", Tiny::photo(i), if i.is_multiple_of(2) { "cat" } else { "coffee" }),
         "photo,kind",
     )
 }

@@ -214,7 +214,7 @@ fn predict_with_a_folder_that_is_not_a_bundle_says_what_to_pass() {
 #[test]
 fn fine_tuning_trains_the_backbone_and_predict_reproduces_its_test_predictions() {
     // Prices by photo: the cat rows are cheap, the espresso rows dear.
-    let price = |i: usize| if i % 2 == 0 { 1000 + (i * 37) % 200 } else { 5000 + (i * 53) % 200 };
+    let price = |i: usize| if i.is_multiple_of(2) { 1000 + (i * 37) % 200 } else { 5000 + (i * 53) % 200 };
     let tiny = Tiny::new(40, |i| format!("{},{}", Tiny::photo(i), price(i)), "photo,price");
     std::fs::write(
         tiny.dir.path().join("experiment.yaml"),

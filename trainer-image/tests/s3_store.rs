@@ -141,7 +141,7 @@ fn a_run_reads_and_writes_an_s3_store_and_artifacts_delete_empties_it() {
     assert!(text(&output).contains("SHA256SUMS says"), "{}", text(&output));
 
     // The import pod: Datasets into s3://art/datasets/ns/<name>.
-    let price = |i: usize| if i % 2 == 0 { 1000 + (i * 37) % 200 } else { 5000 + (i * 53) % 200 };
+    let price = |i: usize| if i.is_multiple_of(2) { 1000 + (i * 37) % 200 } else { 5000 + (i * 53) % 200 };
     let tiny = Tiny::new(24, |i| format!("{},{}", Tiny::photo(i), price(i)), "photo,price");
     let datasets = "apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: tiny, namespace: ns}\nspec:\n  source: {path: table.csv}\n  format: CsvPaths\n---\n\
          apiVersion: ocellus.dev/v1alpha1\nkind: Dataset\nmetadata: {name: tiny-train, namespace: ns}\nspec:\n  source:\n    split: {datasetRef: {name: tiny}, percent: 75, part: First, seed: 3}\n---\n\

@@ -231,14 +231,18 @@ mod tests {
         assert!(error.contains("percent"), "{error}");
         let error = check_experiment_report(&progress(&"x".repeat(100), 5)).unwrap_err();
         assert!(error.contains("stage"), "{error}");
-        let mut metrics = ExperimentStatus::default();
-        metrics.metrics = Some(Metrics {
-            validation: vec![MetricValue { name: "bogus".into(), value: 1.0 }],
-            test: vec![],
-        });
+        let metrics = ExperimentStatus {
+            metrics: Some(Metrics {
+                validation: vec![MetricValue { name: "bogus".into(), value: 1.0 }],
+                test: vec![],
+            }),
+            ..Default::default()
+        };
         assert!(check_experiment_report(&metrics).unwrap_err().contains("unknown metric \"bogus\""));
-        let mut trials = ExperimentStatus::default();
-        trials.trials = Some(TrialsSummary { total: 1, completed: 3, ..Default::default() });
+        let trials = ExperimentStatus {
+            trials: Some(TrialsSummary { total: 1, completed: 3, ..Default::default() }),
+            ..Default::default()
+        };
         assert!(check_experiment_report(&trials).unwrap_err().contains("add up"));
         let mut conditions = progress("Trial", 1);
         conditions.observed_generation = Some(4);
@@ -247,8 +251,10 @@ mod tests {
 
     #[test]
     fn non_finite_scores_never_reach_status() {
-        let mut report = ExperimentStatus::default();
-        report.best_model = Some(BestModel { score: Some(f64::NAN), ..Default::default() });
+        let report = ExperimentStatus {
+            best_model: Some(BestModel { score: Some(f64::NAN), ..Default::default() }),
+            ..Default::default()
+        };
         // serde_json writes NaN as null, which the schema refuses for a number.
         assert!(check_experiment_report(&report).is_err());
         let bad_rows = DatasetReport { rows: Some(-1), ..Default::default() };

@@ -282,7 +282,11 @@ pub(crate) mod tests {
     fn downscale_loses_high_frequency_detail() {
         // A one-pixel checkerboard has the highest frequency there is.
         let image =
-            RgbImage::from_fn(16, 16, |x, y| if (x + y) % 2 == 0 { Rgb([255; 3]) } else { Rgb([0; 3]) });
+            RgbImage::from_fn(
+                16,
+                16,
+                |x, y| if (x + y).is_multiple_of(2) { Rgb([255; 3]) } else { Rgb([0; 3]) },
+            );
         let down = downscale(&image, 0.25);
         assert_eq!(down.dimensions(), image.dimensions());
         // Nearest neighbour at 1/4 keeps one sample per 4x4 block: the output is constant in blocks.

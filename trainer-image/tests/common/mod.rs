@@ -128,7 +128,7 @@ impl Tiny {
     }
 
     pub fn photo(i: usize) -> &'static str {
-        if i % 2 == 0 { "chelsea.png" } else { "coffee.png" }
+        if i.is_multiple_of(2) { "chelsea.png" } else { "coffee.png" }
     }
 
     /// Runs an Experiment whose spec lines (indented two spaces) are `spec`; returns the output

@@ -512,24 +512,6 @@ fn export_network(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::fit_to_budget;
-
-    #[test]
-    fn a_small_budget_runs_fewer_trials_with_schedules_that_fit() {
-        let mut epochs = vec![4, 8, 12];
-        assert_eq!(fit_to_budget(2.5, 6, &mut epochs), 1);
-        assert_eq!(epochs, vec![2]);
-        let mut epochs = vec![4, 8, 12];
-        assert_eq!(fit_to_budget(10.0, 6, &mut epochs), 3);
-        assert_eq!(epochs, vec![4, 8, 9]);
-        let mut epochs = vec![4, 8, 12];
-        assert_eq!(fit_to_budget(500.0, 6, &mut epochs), 6, "maxTrials still bounds the search");
-        assert_eq!(epochs, vec![4, 8, 12]);
-    }
-}
-
 pub(crate) fn trials_summary(
     trials: &[TrialView],
     scorer: ocellus_crds::experiment::Scorer,
@@ -549,4 +531,22 @@ pub(crate) fn trials_summary(
 
 fn history(trials: &[TrialView]) -> Vec<Value> {
     trials.iter().map(|t| serde_json::json!({"config": t.config, "state": t.state})).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_to_budget;
+
+    #[test]
+    fn a_small_budget_runs_fewer_trials_with_schedules_that_fit() {
+        let mut epochs = vec![4, 8, 12];
+        assert_eq!(fit_to_budget(2.5, 6, &mut epochs), 1);
+        assert_eq!(epochs, vec![2]);
+        let mut epochs = vec![4, 8, 12];
+        assert_eq!(fit_to_budget(10.0, 6, &mut epochs), 3);
+        assert_eq!(epochs, vec![4, 8, 9]);
+        let mut epochs = vec![4, 8, 12];
+        assert_eq!(fit_to_budget(500.0, 6, &mut epochs), 6, "maxTrials still bounds the search");
+        assert_eq!(epochs, vec![4, 8, 12]);
+    }
 }
