@@ -234,6 +234,9 @@ spec:
     let names = ["car-price-embeddings", "car-price-fine-tuned", "digits-auto-image"];
     let experiments = cluster.wait_finished(&names, Duration::from_secs(25 * 60));
     faults::check_after_the_faults(&cluster, &disrupted, &experiments);
+    // After the runs, not beside them: its own `ocellus run` would slow the searches the faults
+    // time themselves against.
+    serving::the_deployment_example_serves_a_stored_bundle(&cluster);
 
     // Every Dataset is Ready with its profile, at a location in the store.
     for name in ["car-deals", "car-deals-train", "car-deals-test", "digits"] {
@@ -527,13 +530,6 @@ fn post_report(cluster: &Cluster, ca: &Path, path: &str, token: Option<&str>, bo
 /// answers to forged reports: no token, a real ServiceAccount token of the namespace minted for
 /// the Experiment's audience but bound to no pod of its Job, a token for another audience, an
 /// oversized and a malformed body.
-/// `ocellus serve` as examples/serving/deployment.yaml deploys it, on the process node.
-#[test]
-fn the_serving_example_deployment_answers_on_the_cluster() {
-    let Some(cluster) = Cluster::find() else { return };
-    serving::the_deployment_example_serves_a_stored_bundle(&cluster);
-}
-
 #[test]
 fn trainers_get_no_api_rights_and_forged_reports_are_refused() {
     let Some(cluster) = Cluster::find() else { return };
