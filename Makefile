@@ -141,6 +141,12 @@ demo: setup testdata/photos
 	@echo "== scoring rows with the bundle (image cells are paths relative to the CSV)"
 	$(OCELLUS) predict --bundle out/photo-prices/scoring --input testdata/sets/photo-prices/table.csv --output out/photo-prices/all-rows.csv
 	@head -5 out/photo-prices/all-rows.csv
+	@echo "== serving the bundle over the KServe v2 protocol, scored by examples/serving/client.py"
+	@$(OCELLUS) serve --bundle out/photo-prices/scoring --address 127.0.0.1:0 > out/photo-prices/serve.log & pid=$$!; \
+	  for i in $$(seq 100); do grep -q listening out/photo-prices/serve.log && break; sleep 0.1; done; \
+	  url=$$(grep -o 'http://[0-9.:]*' out/photo-prices/serve.log); \
+	  python3 examples/serving/client.py $$url photo-prices testdata/sets/photo-prices/table.csv --rows 3 --wait 120; \
+	  status=$$?; kill -TERM $$pid; wait $$pid; cat out/photo-prices/serve.log; exit $$status
 	@echo "== the experiment report: open out/photo-prices/report.html in a browser"
 
 bench: bench-import bench-s3-prefix bench-embed bench-quality bench-gbm bench-auto bench-serve

@@ -371,10 +371,29 @@ fn a_regression_bundle_answers_the_v2_protocol_as_predict_would() {
     );
     assert_eq!(bad_answer.0, 400, "{}", bad_answer.1);
 
+    // The repository's client (examples/serving/client.py) on the test rows as a CSV.
+    let rows_csv = out.path().join("test-rows.csv");
+    common::rows_as_csv(&dataset, &rows_csv, false);
+    let client = Command::new("python3")
+        .arg(repo().join("examples/serving/client.py"))
+        .arg(format!("http://{}", server.address))
+        .args(["photo-prices", rows_csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(client.status.success(), "{}", text(&client));
+    let printed = String::from_utf8(client.stdout).unwrap();
+    let mut lines = printed.lines();
+    assert_eq!(lines.next(), Some("prediction"));
+    let printed: Vec<&str> = lines.collect();
+    assert_eq!(printed.len(), written.len());
+    for (row, (printed, written)) in printed.iter().zip(&written).enumerate() {
+        assert_close(printed.parse().unwrap(), &written[0], &format!("client, row {row}"));
+    }
+
     let metrics = server.get("/metrics").1;
     assert!(
         metric_value(&metrics, "ocellus_serve_inference_requests_total{code=\"200\"}")
-            >= (2 + concurrent) as f64
+            >= (3 + concurrent) as f64
     );
     assert!(
         metric_value(&metrics, "ocellus_serve_inference_requests_total{code=\"400\"}")
