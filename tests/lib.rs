@@ -7,9 +7,13 @@ pub mod chart_crds;
 
 use std::path::{Path, PathBuf};
 
-/// The root of the repository.
+/// The root of the repository. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test too; that one
+/// wins over the compile-time path because clones sharing one `CARGO_TARGET_DIR` may reuse a
+/// library built in another clone.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository").to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    Path::new(&manifest_dir).parent().expect("tests/ lives in the repository").to_path_buf()
 }
 
 /// `ocellus` of this workspace, as `cargo test --workspace` builds it (the trainer's tests need it).

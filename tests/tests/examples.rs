@@ -76,7 +76,12 @@ fn every_experiment_refers_to_datasets_that_the_examples_define() {
 fn serving_objects() -> Vec<Value> {
     let mut objects = Vec::new();
     for entry in std::fs::read_dir(repo_root().join("examples").join(SERVING)).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        // The folder also holds the client script; only the manifests are Kubernetes objects.
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
         for document in serde_yaml::Deserializer::from_str(&text) {
             objects.push(<Value as serde::Deserialize>::deserialize(document).unwrap());
         }
