@@ -5,7 +5,7 @@
 pub mod api_reference;
 pub mod chart_crds;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The root of the repository. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test too; that one
 /// wins over the compile-time path because clones sharing one `CARGO_TARGET_DIR` may reuse a
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub fn repo_root() -> PathBuf {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    Path::new(&manifest_dir).parent().expect("tests/ lives in the repository").to_path_buf()
+    manifest_dir.parent().expect("tests/ lives in the repository").to_path_buf()
 }
 
 /// `ocellus` of this workspace, as `cargo test --workspace` builds it (the trainer's tests need it).
